@@ -43,7 +43,7 @@ bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench
 
 results: $(STAMP)  ## full-size runs that write data/results/*.json (slow)
-	PATH=$(BIN):$$PATH $(BIN)/python -m ft_kit.runs
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.runs
 
 browser:  ## Debian chromium for the browser tests (installed once, as root)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
