@@ -128,3 +128,5 @@ if __name__ == "__main__":
     main()
     from bench.prompting import main as prompting_main  # prefix-cache scorer against the naive one at k = 8
     prompting_main()
+    from bench.serve_load import main as serve_main  # the service under load: requests/s, p50/p99, zero errors
+    serve_main()

@@ -1,0 +1,83 @@
+"""The `ft-kit` console script: bad CSVs give load_csv's message and exit 2, outputs are protected, finetune/predict work."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+def ft_kit(*args, timeout=600):
+    "Run the installed `ft-kit` command (or the same entry point through python when the script is missing)."
+    exe = Path(sys.executable).with_name("ft-kit")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from ft_kit.cli import main; raise SystemExit(main())"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    "A small user-style CSV (columns review, sentiment with labels bad/good) and a CSV of new texts."
+    from ft_kit.data import load_splits, sample_balanced
+    d = tmp_path_factory.mktemp("cli")
+    s = load_splits()
+    df = sample_balanced(s["train"], 24, seed=2)
+    pd.DataFrame({"review": df["text"], "sentiment": df["label"].map({0: "bad", 1: "good"})}).to_csv(d / "reviews.csv", index=False)
+    sample_balanced(s["validation"], 6, seed=2)[["text"]].rename(columns={"text": "review"}).to_csv(d / "new.csv", index=False)
+    return d
+
+
+def test_console_script_installed():
+    assert Path(sys.executable).with_name("ft-kit").exists(), "run `pip install -e .` to install the ft-kit command"
+    r = ft_kit("--help")
+    assert r.returncode == 0 and "finetune" in r.stdout
+
+
+def test_bad_csvs_exit_2_with_load_csv_messages(data):
+    from ft_kit.data import load_csv
+    (data / "empty.csv").write_text("")
+    pd.DataFrame({"review": ["a", "b", "c"], "sentiment": ["bad", "meh", "good"]}).to_csv(data / "three.csv", index=False)
+    cases = [(data / "nope.csv", "review", "sentiment", None), (data / "empty.csv", "review", "sentiment", None),
+             (data / "reviews.csv", "text", "sentiment", ("bad", "good")), (data / "three.csv", "review", "sentiment", None)]
+    for path, tc, lc, labels in cases:
+        r = ft_kit("finetune", path, "--text-col", tc, "--label-col", lc, "--out", data / "never")
+        with pytest.raises((ValueError, FileNotFoundError)) as e: load_csv(path, tc, lc, labels)
+        assert r.returncode == 2, (path, r.stderr)
+        assert "Traceback" not in r.stderr and str(e.value) in r.stderr, (r.stderr, str(e.value))
+    assert not (data / "never").exists()
+
+
+def test_finetune_predict_and_force(data):
+    out = data / "model"
+    r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--method", "head",
+               "--epochs", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "train" in r.stderr  # the progress bar
+    rep = out / "report"
+    assert {"metrics.json", "confusion_matrix.png", "curves.png", "index.html"} <= {p.name for p in rep.iterdir()}
+    m = json.loads((rep / "metrics.json").read_text())
+    assert m["validation"]["n"] == m["settings"]["validation"] and sum(map(sum, m["validation"]["confusion_matrix"])) == m["validation"]["n"]
+    assert "confusion_matrix.png" in (rep / "index.html").read_text()
+    r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--out", out)
+    assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr
+    # predict to stdout and to a protected file
+    r = ft_kit("predict", out, data / "new.csv", "--text-col", "review")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "review,predicted,prob_bad,prob_good" and len(lines) == 7
+    assert ft_kit("predict", out, data / "new.csv", "--text-col", "review", "--out", data / "p.csv").returncode == 0
+    r = ft_kit("predict", out, data / "new.csv", "--text-col", "review", "--out", data / "p.csv")
+    assert r.returncode == 2 and "--force" in r.stderr
+    r = ft_kit("predict", out, data / "new.csv", "--out", data / "p2.csv")  # wrong text column
+    assert r.returncode == 2 and "has no column 'text'" in r.stderr and not (data / "p2.csv").exists()
+
+
+def test_lora_finetune_writes_a_peft_folder(data):
+    from ft_kit.deploy import load_classifier, read_info
+    out = data / "lora"
+    r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--method", "lora",
+               "--epochs", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert read_info(out).format == "peft" and (out / "adapter_model.safetensors").exists()
+    assert load_classifier(out).predict(["fine"])[0]["label"] in ("bad", "good")
