@@ -1,0 +1,231 @@
+"""ft_kit.continual on tiny models: the EWC penalty and its gradient hooks, the Fisher information, the replay mix,
+exact adapter swapping, head expansion, the drift measures and the tweets. Each check compares with an
+independent reference (hand-computed closed forms, autograd, scipy, counts)."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import entropy
+from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
+
+from ft_kit.continual import (LABELS3, cosine_drift, ewc_hooks, ewc_penalty, expand_head, fisher_diagonal, lab_table,
+                              load_tweets, mix_replay, prediction_kl, repair_text, sweep_table)
+from ft_kit.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
+from ft_kit.train import TrainConfig, logits_of, train
+
+torch.set_num_threads(1)
+
+
+def tiny_bert(seed: int = 0, num_labels: int = 2) -> BertForSequenceClassification:
+    "A 2-layer, 16-wide BERT classifier with random weights, no dropout."
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                     max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def batches(n: int = 24, bs: int = 8, classes: int = 2, seed: int = 1) -> list[dict]:
+    "Random token batches with labels, as the kit's loaders give them."
+    g = torch.Generator().manual_seed(seed)
+    ids, y = torch.randint(1, 60, (n, 9), generator=g), torch.randint(0, classes, (n,), generator=g)
+    return [{"input_ids": ids[i:i + bs], "attention_mask": torch.ones_like(ids[i:i + bs]), "labels": y[i:i + bs]} for i in range(0, n, bs)]
+
+
+class Linear(nn.Module):
+    "A linear softmax classifier reading its features from `input_ids`."
+    def __init__(self, d: int = 3, c: int = 2):
+        super().__init__(); torch.manual_seed(0); self.lin = nn.Linear(d, c)
+    def forward(self, input_ids, attention_mask=None): return self.lin(input_ids.float())
+
+
+# ---- EWC ----------------------------------------------------------------------------------------------------------
+
+def test_ewc_penalty_zero_at_anchor_and_grows():
+    m = tiny_bert()
+    anchor = {k: v.detach().clone() for k, v in m.named_parameters()}
+    fisher = {k: torch.rand_like(v) for k, v in m.named_parameters()}
+    assert ewc_penalty(m, anchor, fisher, 100.0).item() == 0.0
+    direction = {k: torch.randn_like(v) for k, v in anchor.items()}
+    values = []
+    for t in (0.01, 0.02, 0.04, 0.08):
+        with torch.no_grad():
+            for k, p in m.named_parameters(): p.copy_(anchor[k] + t * direction[k])
+        values.append(ewc_penalty(m, anchor, fisher, 100.0).item())
+    assert all(b > a > 0 for a, b in zip(values, values[1:]))  # grows as the weights move
+    np.testing.assert_allclose(np.array(values[1:]) / values[:-1], 4.0, rtol=1e-4)  # quadratically
+    # closed form, computed independently with numpy
+    want = 100.0 / 2 * sum(float((fisher[k].numpy() * (0.08 * direction[k].numpy()) ** 2).sum()) for k in anchor)
+    assert values[-1] == pytest.approx(want, rel=1e-4)
+
+
+def test_ewc_penalty_closed_form_by_hand():
+    m = Linear(d=2, c=2)
+    anchor = {k: v.detach().clone() for k, v in m.named_parameters()}
+    with torch.no_grad(): m.lin.weight += torch.tensor([[1.0, -2.0], [0.0, 0.5]]); m.lin.bias += torch.tensor([0.1, 0.0])
+    fisher = {"lin.weight": torch.tensor([[0.5, 1.0], [2.0, 4.0]]), "lin.bias": torch.tensor([10.0, 3.0])}
+    hand = 0.5 * 1 + 1.0 * 4 + 2.0 * 0 + 4.0 * 0.25 + 10.0 * 0.01 + 0  # sum F d^2 = 5.6
+    assert ewc_penalty(m, anchor, fisher, lam=3.0).item() == pytest.approx(3.0 / 2 * hand, rel=1e-6)
+    assert ewc_penalty(m, anchor, {"lin.bias": fisher["lin.bias"]}, lam=2.0).item() == pytest.approx(0.1, rel=1e-5)  # subset
+
+
+def test_ewc_hooks_give_the_gradient_of_loss_plus_penalty():
+    m = tiny_bert()
+    anchor = {k: v.detach().clone() + 0.05 * torch.randn_like(v) for k, v in m.named_parameters()}
+    fisher = {k: torch.rand_like(v) for k, v in m.named_parameters()}
+    b = batches()[0]
+    m.zero_grad(); (F.cross_entropy(logits_of(m, b), b["labels"]) + ewc_penalty(m, anchor, fisher, 7.0)).backward()
+    want = {k: p.grad.clone() for k, p in m.named_parameters()}
+    m.zero_grad()
+    with ewc_hooks(m, anchor, fisher, 7.0): F.cross_entropy(logits_of(m, b), b["labels"]).backward()
+    for k, p in m.named_parameters(): torch.testing.assert_close(p.grad, want[k], rtol=1e-5, atol=1e-7)
+    m.zero_grad(); F.cross_entropy(logits_of(m, b), b["labels"]).backward()  # hooks removed after the block
+    assert not torch.allclose(m.classifier.bias.grad, want["classifier.bias"])
+
+
+def test_ewc_hooks_pull_training_towards_the_anchor():
+    "With a huge lambda, training under the hooks stays much closer to the anchor than training without."
+    data, cfg = {"train": batches(48)}, TrainConfig(lr=1e-2, epochs=2, batch_size=8, warmup_ratio=0.0)
+    free, held = tiny_bert(), tiny_bert()
+    anchor = {k: v.detach().clone() for k, v in held.named_parameters()}
+    fisher = {k: torch.ones_like(v) for k, v in held.named_parameters()}
+    train(free, data, cfg, progress=False)
+    with ewc_hooks(held, anchor, fisher, 1e4): train(held, data, cfg, progress=False)
+    dist = lambda m: sum(((p - anchor[k]) ** 2).sum().item() for k, p in m.named_parameters())
+    assert dist(held) < 0.1 * dist(free)
+
+
+def test_ewc_rejects_a_foreign_fisher():
+    m = Linear()
+    with pytest.raises(ValueError, match="no parameter"): ewc_penalty(m, {}, {"encoder.x": torch.zeros(1)}, 1.0)
+    with pytest.raises(ValueError, match="no parameter"):
+        with ewc_hooks(m, {}, {"encoder.x": torch.zeros(1)}, 1.0): pass
+
+
+def test_fisher_closed_form_on_a_linear_classifier():
+    "F_W[k, j] = E_x p_k (1 - p_k) x_j^2 and F_b[k] = E_x p_k (1 - p_k) for a softmax-linear model."
+    m, X = Linear(d=4, c=3), torch.randn(11, 4)
+    loader = [{"input_ids": X[:5], "attention_mask": torch.ones(5, 1)}, {"input_ids": X[5:], "attention_mask": torch.ones(6, 1)}]
+    fi = fisher_diagonal(m, loader)
+    P = F.softmax(m(X), -1).detach().double().numpy()
+    Xn = X.double().numpy()
+    np.testing.assert_allclose(fi["lin.weight"].numpy(), np.mean((P * (1 - P))[:, :, None] * (Xn ** 2)[:, None, :], 0), rtol=1e-5)
+    np.testing.assert_allclose(fi["lin.bias"].numpy(), np.mean(P * (1 - P), 0), rtol=1e-5)
+
+
+def test_fisher_matches_per_example_autograd_on_tiny_bert():
+    "The batched loop equals a brute-force sum over examples and classes with plain backward()."
+    m, b = tiny_bert(), batches(6, bs=3)
+    fi = fisher_diagonal(m, b)
+    want = {k: torch.zeros_like(p) for k, p in m.named_parameters()}
+    for batch in b:
+        for i in range(3):
+            for c in range(2):
+                m.zero_grad()
+                logp = F.log_softmax(m(input_ids=batch["input_ids"][i:i + 1]).logits, -1)[0]
+                logp[c].backward()
+                for k, p in m.named_parameters():
+                    if p.grad is not None: want[k] += logp[c].exp().item() * p.grad ** 2 / 6
+    for k in want: torch.testing.assert_close(fi[k], want[k], rtol=1e-4, atol=1e-10)
+
+
+# ---- replay -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.1, 0.25, 1 / 3, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("total", [None, 30, 77])
+def test_mix_replay_exact_fraction(fraction, total):
+    a = pd.DataFrame({"text": [f"a{i}" for i in range(100)], "label": np.arange(100) % 2, "movie": "x"})
+    b = pd.DataFrame({"text": [f"b{i}" for i in range(80)], "label": np.arange(80) % 2, "confidence": 1.0})
+    mix = mix_replay(a, b, fraction, seed=3, total=total)
+    n = total or len(b)
+    n_a = int((mix["task"] == "A").sum())
+    assert len(mix) == n and n_a == round(fraction * n)  # hand count
+    assert set(mix.loc[mix["task"] == "A", "text"]) <= set(a["text"]) and set(mix.loc[mix["task"] == "B", "text"]) <= set(b["text"])
+    assert mix["text"].is_unique  # drawn without replacement
+    assert mix["text"].str[0].map({"a": "A", "b": "B"}).tolist() == mix["task"].tolist()
+    if (fraction * n).is_integer(): assert n_a / n == fraction  # exactly the asked fraction when it can be
+    assert mix.equals(mix_replay(a, b, fraction, seed=3, total=total))  # seeded
+
+
+def test_mix_replay_errors():
+    a, b = pd.DataFrame({"text": ["a"] * 3, "label": [0] * 3}), pd.DataFrame({"text": ["b"] * 10, "label": [1] * 10})
+    with pytest.raises(ValueError, match="needs 5 task-A rows but a_df has 3"): mix_replay(a, b, 0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"): mix_replay(a, b, -0.1)
+
+
+# ---- adapters and heads -------------------------------------------------------------------------------------------
+
+def test_adapter_swap_restores_task_a_logits_exactly(tmp_path):
+    m = apply_lora(tiny_bert(), LoRAConfig(r=4, target_modules=("query", "value")))
+    init = save_adapter(m, tmp_path / "init.safetensors")
+    cfg = TrainConfig(lr=1e-2, epochs=1, batch_size=8, warmup_ratio=0.0)
+    train(m, {"train": batches(seed=1)}, cfg, progress=False)
+    probe = batches(seed=9)[0]
+    m.eval(); logits_a = logits_of(m, probe).detach().clone()
+    save_adapter(m, tmp_path / "a.safetensors")
+    load_adapter(m, init); train(m, {"train": batches(seed=2)}, cfg, progress=False)  # task B from a fresh adapter
+    m.eval(); assert not torch.allclose(logits_of(m, probe), logits_a, atol=1e-4)
+    load_adapter(m, tmp_path / "a.safetensors")
+    assert torch.equal(logits_of(m, probe), logits_a)  # bit for bit
+
+
+def test_expand_head_keeps_old_logits():
+    m = tiny_bert()
+    b = batches()[0]
+    old = logits_of(m, b).detach()
+    expand_head(m, 1, names=LABELS3)
+    new = logits_of(m, b).detach()
+    assert new.shape == (8, 3) and torch.equal(new[:, :2], old)
+    assert m.config.num_labels == 3 and m.config.id2label[2] == "neutral"
+    # the wider head trains on three classes with the kit's loop
+    train(m, {"train": batches(classes=3)}, TrainConfig(epochs=1, batch_size=8), progress=False)
+    expand_head(m, 2)
+    assert logits_of(m.eval(), b).shape == (8, 5)
+    with pytest.raises(TypeError, match="expected nn.Linear"): expand_head(m, 1, head="bert.pooler")
+    with pytest.raises(ValueError, match="at least 1"): expand_head(m, 0)
+
+
+# ---- measures, tables, data ---------------------------------------------------------------------------------------
+
+def test_drift_measures_against_references():
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet([1, 1], 20), rng.dirichlet([1, 1], 20)
+    assert prediction_kl(p, q) == pytest.approx(np.mean([entropy(x, y) for x, y in zip(p, q)]), rel=1e-9)
+    assert prediction_kl(p, p) == pytest.approx(0, abs=1e-12)
+    q3 = np.hstack([q * 0.6, np.full((20, 1), 0.4)])
+    assert prediction_kl(p, q3) == pytest.approx(np.mean([entropy(np.append(x, 0), y) for x, y in zip(p, q3)]), rel=1e-9)
+    a, b = torch.randn(30, 8), torch.randn(30, 8)
+    want = np.mean([1 - x @ y / np.linalg.norm(x) / np.linalg.norm(y) for x, y in zip(a.numpy(), b.numpy())])
+    assert cosine_drift(a, b) == pytest.approx(want, rel=1e-5)
+    assert cosine_drift(a, 3 * a) == pytest.approx(0, abs=1e-6)
+
+
+def test_tables_from_records():
+    def rec(name, method, a, **cfg):
+        return {"name": name, "config": {"method": method, **cfg}, "train_time_s": 1.0,
+                "metrics": {"matrix": [[0.8, 0.6], [a, 0.9]], "a_accuracy": a, "b_accuracy": 0.9, "forgetting": 0.8 - a,
+                            "drift_cosine": 0.1, "drift_kl": 0.2}}
+    recs = [rec("continual_replay_0.5", "rehearsal", 0.78, replay_fraction=0.5),
+            rec("continual_seq_full", "seq", 0.6, replay_fraction=0.0, ewc_lambda=0.0),
+            rec("continual_ewc_1e5", "EWC", 0.7, ewc_lambda=1e5), rec("continual_joint", "joint", 0.81)]
+    sw = sweep_table(recs, "replay")
+    assert sw["x"].tolist() == [0.0, 0.5] and sw["forgetting"].round(6).tolist() == [0.2, 0.02]
+    assert sweep_table(recs, "ewc")["a_accuracy"].tolist() == [0.6, 0.7]
+    t = lab_table(recs)
+    assert t.loc["continual_ewc_1e5", "method"] == "EWC (100000)" and t.loc["continual_joint", "A after B"] == 0.81
+
+
+def test_tweets_repaired_and_aligned():
+    df = load_tweets()
+    assert set(df["label"]) == {0, 1, 2}
+    assert (df["sentiment"].map({"negative": 0, "positive": 1, "neutral": 2}) == df["label"]).all()
+    assert df["text"].is_unique and (df["text"].str.len() > 0).all()
+    assert not df["text"].str.contains(r"[\x80-\x9f]").any()  # no C1 control characters: the mojibake is gone
+    assert df["text"].str.contains("&amp;").sum() <= 2  # unescaped once (a tweet that was escaped twice keeps one level)
+    assert repair_text("caf\xc3\xa9") == "café" and repair_text("cars_\xd1_.no") == "cars .no"
+    assert repair_text("R&amp;D &lt;3") == "R&D <3"
+    assert (df["confidence"].isna() | (df["confidence"] >= 0.6)).all()
+    assert len(load_tweets(None)) > len(df)

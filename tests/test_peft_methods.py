@@ -1,0 +1,188 @@
+"""ft_kit.peft_methods: each method trains exactly what it claims, AdaLoRA's rank update runs every step, the probe
+matches scikit-learn, protocol records land in the registry with the required fields, the collapse flag."""
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+peft = pytest.importorskip("peft")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+from ft_kit import peft_methods as pm  # noqa: E402
+from ft_kit.models import load_encoder  # noqa: E402
+from ft_kit.results import get_result, load_results  # noqa: E402
+from ft_kit.train import TrainConfig, train  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing"), pytest.mark.filterwarnings("ignore::UserWarning")]
+torch.set_num_threads(2)
+VOCAB = 30522  # MiniLM's tokenizer, so that real snippets tokenize into valid ids
+
+
+def tiny_bert(seed: int = 0, layers: int = 2) -> BertForSequenceClassification:
+    "A small BERT classifier with random weights, built from a config."
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=64, num_labels=2)
+    return BertForSequenceClassification(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_encoder(device="cpu")[1]
+
+
+def trainable(model) -> set:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+NAMES = [n for n, _ in tiny_bert(layers=3).named_parameters()]
+HEAD = {"classifier.weight", "classifier.bias"}
+
+
+def test_head_only():
+    assert trainable(pm.head_only(tiny_bert(layers=3))[0]) == HEAD
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_last_k(k):
+    want = {n for n in NAMES if any(f".layer.{i}." in n for i in range(3 - k, 3))} | HEAD
+    assert trainable(pm.last_layers(tiny_bert(layers=3), k=k)[0]) == want
+    assert not any(".layer.0." in n for n in want)
+
+
+def test_bitfit_only_biases_and_head():
+    got = trainable(pm.bitfit(tiny_bert(layers=3))[0])
+    assert got == {n for n in NAMES if n.endswith(".bias")} | HEAD
+    assert all(n.endswith("bias") or n in HEAD for n in got)
+
+
+def test_full():
+    assert trainable(pm.full_finetune(pm.head_only(tiny_bert())[0])[0]) == {n for n, _ in tiny_bert().named_parameters()}
+
+
+@pytest.mark.parametrize("fn", [pm.lora_scratch, pm.peft_lora])
+def test_lora_only_adapters_and_head(fn):
+    model, info = fn(tiny_bert(), r=4, alpha=8)
+    got = trainable(model)
+    adapters = {n for n in got if ".lora_A." in n or ".lora_B." in n}
+    assert got - adapters and all("classifier" in n for n in got - adapters)  # the rest is the head
+    assert len(adapters) == 2 * 2 * 2  # 2 layers x (query, value) x (A, B)
+    assert all(".query." in n or ".value." in n for n in adapters)
+    assert sum(p.numel() for n, p in model.named_parameters() if n in adapters) == 2 * 2 * 4 * (32 + 32)
+
+
+def test_ours_and_peft_train_the_same_count():
+    a, b = pm.lora_scratch(tiny_bert())[0], pm.peft_lora(tiny_bert())[0]
+    assert sum(p.numel() for p in a.parameters() if p.requires_grad) == b.get_nb_trainable_parameters()[0]
+
+
+def test_probe_matches_sklearn():
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(200, 4, generator=g)
+    y = (X @ torch.randn(4, 3, generator=g) + 0.3 * torch.randn(200, 3, generator=g)).argmax(1)
+    lin = pm.fit_logistic(X, y, 3, l2=1e-2)
+    sk = LogisticRegression(C=1 / (1e-2 * len(X)), tol=1e-10, max_iter=5000).fit(X.numpy(), y.numpy())
+    with torch.no_grad(): p = lin(X).softmax(-1).numpy()
+    np.testing.assert_allclose(p, sk.predict_proba(X.numpy()), atol=1e-4)
+
+
+def test_probe_trains_only_its_linear_layer():
+    probe, _ = pm.probe(tiny_bert())
+    assert trainable(probe) == HEAD
+
+
+def test_exported_module_does_not_import_sklearn():
+    import ft_kit.peft_methods as mod
+    src = open(mod.__file__).read()
+    assert "sklearn" not in src
+
+
+def test_adalora_update_every_step_with_gradients(tok):
+    model, info = pm.peft_adalora(tiny_bert(), total_steps=6, init_r=4, target_r=2)
+    calls, real = [], model.base_model.update_and_allocate
+    def spy(step):
+        calls.append((step, all(p.grad is not None for n, p in model.named_parameters() if ".lora_E." in n)))
+        return real(step)
+    model.base_model.update_and_allocate = spy
+    df = pd.DataFrame({"text": ["good", "bad", "great film", "awful film"] * 6, "label": [1, 0, 1, 0] * 6})
+    with info.hook(model) as state:
+        res = train(model, {"train": df}, TrainConfig(epochs=1, batch_size=4, device="cpu"), tok, progress=False)
+    assert res.steps == 6 and calls == [(i, True) for i in range(6)] and state["calls"] == 6
+    # outside the block the hooks are gone
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1); opt.step()
+    assert len(calls) == 6
+
+
+def test_adalora_without_hook_never_updates(tok):
+    model, _ = pm.peft_adalora(tiny_bert(), total_steps=2, init_r=4, target_r=2)
+    called = []
+    model.base_model.update_and_allocate = lambda s: called.append(s)
+    df = pd.DataFrame({"text": ["good", "bad"] * 4, "label": [1, 0] * 4})
+    train(model, {"train": df}, TrainConfig(epochs=1, batch_size=4, device="cpu"), tok, progress=False)
+    assert called == []  # the plain loop forgets it: that is why the hook exists
+
+
+def test_orth_penalty_zero_when_orthonormal():
+    model, _ = pm.peft_adalora(tiny_bert(), total_steps=4, init_r=4, target_r=2)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_A." in n or ".lora_B." in n: p.copy_(torch.eye(*p.shape))
+    assert pm.adalora_orth_penalty(model).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_prompt_and_ia3_train_adapters_and_head():
+    m, _ = pm.peft_prompt(tiny_bert(), n_tokens=5)
+    got = trainable(m)
+    assert {n for n in got if "prompt_encoder" not in n} == {"base_model.classifier.modules_to_save.default.weight",
+                                                             "base_model.classifier.modules_to_save.default.bias"}
+    m, _ = pm.peft_ia3(tiny_bert())
+    assert all("ia3_l" in n or ".classifier.modules_to_save." in n for n in trainable(m))
+
+
+def test_prefix_available_or_explained():
+    try: pm.peft_prefix(tiny_bert())
+    except pm.MethodUnavailable as e: assert "peft" in str(e) and "transformers" in str(e)
+
+
+def test_collapse_flag():
+    assert pm.predicted_share({"confusion_matrix": [[0, 10], [0, 30]]}) == 1.0
+    assert pm.predicted_share({"confusion_matrix": [[9, 1], [2, 8]]}) == pytest.approx(0.55)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method"): pm.prepare("lora2", tiny_bert())
+    with pytest.raises(ValueError, match="unknown method"): pm.run_protocol(["nope"], pm.ProtocolConfig(n_train=8, n_eval=8))
+
+
+def test_protocol_records(tmp_path, tok, monkeypatch):
+    monkeypatch.setenv("FT_KIT_RESULTS_DIR", str(tmp_path))
+    pcfg = pm.ProtocolConfig(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0, 1), prefix="t")
+    make = lambda seed: (tiny_bert(seed), tok)
+    paths = pm.run_protocol(["majority", "probe", "bitfit", "lora", "peft_prompt", "peft_prefix"], pcfg, make)
+    names = sorted(p.stem for p in paths)
+    # majority and probe once, the others once per seed
+    assert names == sorted(["t-majority-s0", "t-probe-s0", "t-bitfit-s0", "t-bitfit-s1", "t-lora-s0", "t-lora-s1",
+                            "t-peft_prompt-s0", "t-peft_prompt-s1", "t-peft_prefix-s0", "t-peft_prefix-s1"])
+    r = get_result("t-bitfit-s1")
+    for key in ("params", "metrics", "test", "train_time_s", "peak_memory_mb", "checkpoint_mb", "collapsed",
+                "predicted_share", "blocks", "seed", "method", "protocol"):
+        assert key in r, key
+    p = r["params"]
+    assert p["trainable"] == p["trainable_backbone"] + p["trainable_head"] + p["trainable_adapter"] and p["trainable_adapter"] == 0
+    assert get_result("t-lora-s0")["params"]["trainable_adapter"] > 0
+    assert r["collapsed"] == (r["predicted_share"] > 0.95)
+    for k in ("accuracy", "macro_f1", "confusion_matrix"): assert k in r["test"]
+    t = pm.protocol_table("t")
+    assert list(t.index) == ["majority", "probe", "bitfit", "lora", "peft_prompt", "peft_prefix"]
+    assert t.loc["bitfit", "seeds"] == 2 and not np.isnan(t.loc["bitfit", "test_acc_std"])
+    shown = pm.show_table(t)
+    assert "±" in shown.loc["bitfit", "test acc %"]
+    prefix_ok = get_result("t-peft_prefix-s0").get("status")
+    if prefix_ok == "unavailable": assert shown.loc["peft_prefix", "note"].startswith("not run:")
+    flagged = t[(t["method"] != "majority") & t["collapsed"]].index
+    assert all(shown.loc[i, "note"] == "collapsed to the majority class" for i in flagged)
+    m = pm.trainable_map("t")
+    assert m.loc["bitfit", "head"] == 1.0 and 0 < m.loc["bitfit", "layer 0"] < 1
