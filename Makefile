@@ -42,8 +42,11 @@ docs: $(STAMP) browser  ## the docs site, offline, into docs/_build/html
 bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench
 
-results: $(STAMP)  ## full-size runs that write data/results/*.json (slow)
+results: $(STAMP)  ## full-size runs that write data/results/*.json (slow: run once, commit the JSON)
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.runs
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.protocol
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.prompting_results
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.continual
 
 DDP_PROCS ?= 2
 DDP_N ?= 128

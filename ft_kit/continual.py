@@ -125,7 +125,7 @@ def cosine_drift(before: Tensor,  # (N, H) vectors of N texts from the first mod
                  after: Tensor,  # (N, H) vectors of the same texts from the second model
                 ) -> float:  # mean cosine distance, 0 (no drift) to 2
     "Mean cosine distance between two models' vectors of the same texts."
-    return float((1 - F.cosine_similarity(before, after, dim=-1)).mean())
+    return float((1 - F.cosine_similarity(before, after, dim=-1)).clamp_min(0).mean())  # clamp: rounding can give -1e-8
 
 
 def prediction_kl(p: np.ndarray,  # (N, C) probabilities before
