@@ -12,30 +12,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertForSequenceClassification
 
+from _tiny import items, tiny_bert
 from ft_kit.data import collate_batch
 from ft_kit.train import TrainConfig, train
 
 CFG = dict(lr=3e-3, epochs=2, batch_size=8, warmup_steps=1, seed=0, device="cpu")  # global batch 8: 4 per process
-
-
-def tiny_bert() -> BertForSequenceClassification:
-    "A 2-layer BERT classifier, hidden size 16, NO dropout (so that 1 and 2 processes compute the same thing)."
-    torch.manual_seed(0)
-    return BertForSequenceClassification(BertConfig(
-        vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
-
-
-def items(n: int, seed: int) -> list[dict]:
-    "Random token sequences of 3-11 ids; label 1 when the first id is above 50."
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(5, 100, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": int(ids[0] > 50)})
-    return out
 
 
 def data() -> dict:
@@ -52,7 +34,7 @@ def worker(out: Path) -> None:
     acc = make_accelerator("cpu")
     rank = acc.process_index
     os.environ["FT_KIT_RESULTS_DIR"] = str(out / f"results_rank{rank}")  # a rank that writes shows up here
-    model = tiny_bert()
+    model = tiny_bert(dropout=0.0)
     res = distributed_train(model, data(), TrainConfig(**CFG, output_dir=str(out / f"ckpt_rank{rank}")),
                             progress=False, record="tiny_ddp", accelerator=acc)
     (out / "final").mkdir(exist_ok=True)
@@ -86,7 +68,7 @@ def test_two_processes_match_one(tmp_path, root):
 
     # the single-process reference: ft_kit.train.train, same model, data, order and global batch
     torch.set_num_threads(1)
-    ref_model = tiny_bert()
+    ref_model = tiny_bert(dropout=0.0)
     ref = train(ref_model, data(), TrainConfig(**CFG), progress=False)
 
     r0, r1 = (torch.load(tmp_path / "final" / f"rank{k}.pt", weights_only=False) for k in (0, 1))

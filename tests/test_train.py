@@ -11,32 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
+from _tiny import items, tiny_bert
 from ft_kit.data import BucketBatchSampler, collate_batch
 from ft_kit.train import (TrainConfig, TrainingDiverged, evaluate_model, make_optimizer, make_scheduler,
                           param_groups, predict, train, train_step, warmup_linear)
 
 torch.set_num_threads(1)  # the same arithmetic order in every test and run
-
-
-def tiny_bert(seed: int = 0, dropout: float = 0.1, vocab: int = 100) -> BertForSequenceClassification:
-    "A 2-layer BERT classifier with hidden size 16, initialised from `seed`."
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64, num_labels=2,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return BertForSequenceClassification(cfg)
-
-
-def items(n: int, seed: int) -> list[dict]:
-    "Random token sequences of 3-11 tokens; the label is whether the first token id is above 50."
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(5, 100, (int(torch.randint(3, 12, (1,), generator=g)),), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": int(ids[0] > 50)})
-    return out
 
 
 def loaders(kind: str = "shuffle", n: int = 40, bs: int = 8) -> dict:
