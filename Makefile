@@ -54,4 +54,5 @@ train-ddp: $(STAMP)  ## the lessons' fine-tuning on DDP_PROCS processes (gloo on
 	PATH=$(BIN):$$PATH $(BIN)/accelerate launch --multi_gpu --num_processes $(DDP_PROCS) --num_machines 1 --mixed_precision no --dynamo_backend no --num_cpu_threads_per_process 1 -m ft_kit.distributed --n $(DDP_N)
 
 browser:  ## Debian chromium for the browser tests (installed once, as root)
-	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] || { echo "The browser tests need Debian chromium: run 'sudo apt-get install -y chromium chromium-driver' (or make test as root)"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
