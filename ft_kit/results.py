@@ -22,13 +22,15 @@ from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['RESULTS_ENV', 'TEST_SUBDIR', 'repo_root', 'committed_results_dir', 'resolve_results_dir', 'search_dirs', 'split_hash',
-           'describe_split', 'environment_info', 'peak_memory_mb', 'checkpoint_mb', 'safe_name', 'to_jsonable',
-           'save_result', 'load_results', 'get_result', 'results_table', 'fmt_metric', 'lookup', 'sentence']
+__all__ = ['RESULTS_ENV', 'TEST_SUBDIR', 'LESSON_SUBDIR', 'repo_root', 'committed_results_dir', 'resolve_results_dir',
+           'search_dirs', 'lesson_results_dir', 'split_hash', 'describe_split', 'environment_info', 'peak_memory_mb',
+           'checkpoint_mb', 'safe_name', 'to_jsonable', 'save_result', 'load_results', 'get_result', 'results_table',
+           'fmt_metric', 'lookup', 'sentence']
 
 # %% ../nbs/04a_results.ipynb #c90562eb
 RESULTS_ENV = "FT_KIT_RESULTS_DIR"  # environment variable that overrides the default results folder
 TEST_SUBDIR = "_test"  # under IN_TEST the default folder is data/results/_test (git-ignored scratch)
+LESSON_SUBDIR = "_lessons"  # a lesson's own small demo runs, outside IN_TEST (git-ignored scratch)
 
 
 def repo_root() -> Path | None: # the ft_kit repository (has settings.ini and nbs/), or None outside one
@@ -61,6 +63,12 @@ def search_dirs(results_dir: str | Path | None = None, # an explicit folder: onl
     if results_dir is None and not os.environ.get(RESULTS_ENV) and os.environ.get("IN_TEST"):
         return [first, committed_results_dir()]
     return [first]
+
+
+def lesson_results_dir() -> Path: # $FT_KIT_RESULTS_DIR, else data/results/_test under IN_TEST, else data/results/_lessons
+    "Where a lesson's own demo runs are saved and read: git-ignored scratch, never the committed registry."
+    if os.environ.get(RESULTS_ENV): return Path(os.environ[RESULTS_ENV])
+    return committed_results_dir() / (TEST_SUBDIR if os.environ.get("IN_TEST") else LESSON_SUBDIR)
 
 # %% ../nbs/04a_results.ipynb #8481bdc7
 def split_hash(df: pd.DataFrame, # a split with columns `text` and `label`

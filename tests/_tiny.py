@@ -1,13 +1,22 @@
-"""A tiny BERT classifier and random token data, shared by the training tests (and the distributed worker script)."""
+"""A tiny BERT classifier and random token data, shared by the training, LoRA, PEFT and continual tests (and the distributed worker script)."""
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 
-def tiny_bert(seed: int = 0, dropout: float = 0.1, vocab: int = 100) -> BertForSequenceClassification:
-    "A 2-layer BERT classifier, hidden size 16, weights drawn after seeding torch with `seed`."
+def tiny_bert(seed: int = 0,  # torch is seeded with it before the weights are drawn
+              dropout: float = 0.1,  # hidden and attention dropout
+              vocab: int = 100,  # vocabulary size
+              hidden: int = 16,  # hidden size
+              layers: int = 2,  # encoder layers
+              heads: int = 2,  # attention heads (must divide `hidden`)
+              intermediate: int = 32,  # feed-forward width
+              num_labels: int = 2,  # classes of the head
+              max_positions: int = 64,  # position embeddings
+             ) -> BertForSequenceClassification:
+    "A small random BERT classifier built from a config (default: 2 layers, hidden size 16), in train mode."
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64, num_labels=2,
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=intermediate, max_position_embeddings=max_positions, num_labels=num_labels,
                      hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return BertForSequenceClassification(cfg)
 

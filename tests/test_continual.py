@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import entropy
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
+import _tiny
+from transformers import BertForSequenceClassification
 
 from ft_kit.continual import (LABELS3, cosine_drift, ewc_hooks, ewc_penalty, expand_head, fisher_diagonal, lab_table,
                               load_tweets, mix_replay, prediction_kl, repair_text, sweep_table)
@@ -21,11 +22,8 @@ torch.set_num_threads(1)
 
 
 def tiny_bert(seed: int = 0, num_labels: int = 2) -> BertForSequenceClassification:
-    "A 2-layer, 16-wide BERT classifier with random weights, no dropout."
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                     max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return BertForSequenceClassification(cfg).eval()
+    "A 2-layer, 16-wide BERT classifier with random weights, no dropout, in eval mode."
+    return _tiny.tiny_bert(seed, dropout=0.0, vocab=60, intermediate=24, num_labels=num_labels, max_positions=32).eval()
 
 
 def batches(n: int = 24, bs: int = 8, classes: int = 2, seed: int = 1) -> list[dict]:

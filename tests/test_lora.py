@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 peft = pytest.importorskip("peft")
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+import _tiny  # noqa: E402
+from transformers import BertForSequenceClassification  # noqa: E402
 
 from ft_kit.lora import (LoRAConfig, LoRALinear, apply_lora, load_adapter, lora_layers,  # noqa: E402
                          lora_param_count, lora_state_dict, merge_lora, save_adapter, unmerge_lora)
@@ -17,11 +18,8 @@ torch.set_num_threads(2)
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
-    "A 2-layer, 32-wide BERT classifier with random weights."
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=37, max_position_embeddings=64, num_labels=2)
-    return BertForSequenceClassification(cfg).eval()
+    "A 2-layer, 32-wide BERT classifier with random weights, in eval mode."
+    return _tiny.tiny_bert(seed, hidden=32, heads=4, intermediate=37).eval()
 
 
 def peft_name(name: str) -> str:

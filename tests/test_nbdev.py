@@ -1,5 +1,6 @@
 """The notebooks are the source of truth: exporting and cleaning change nothing, and every notebook runs."""
 import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,22 @@ def test_readme_is_generated_from_index():
     "README.md is what docs/make_readme.py makes of nbs/index.ipynb."
     r = subprocess.run([sys.executable, str(ROOT / "docs" / "make_readme.py"), "--check"])
     assert r.returncode == 0, "README.md is stale: run `python docs/make_readme.py`"
+
+
+def _widget_views(nb: dict) -> list[str]:
+    "Model ids of the widgets shown in a notebook's saved outputs."
+    return [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for c in nb["cells"] for o in c.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_saved_widgets_keep_their_state(name):
+    "One rule for the site: every widget a notebook shows in its saved outputs has its state saved with it."
+    nb = json.loads((ROOT / "nbs" / name).read_text(encoding="utf-8"))
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    missing = [m for m in _widget_views(nb) if m not in state]
+    assert not missing, (f"{name}: {len(missing)} widget(s) without saved state; re-run the notebook with "
+                         "`jupyter nbconvert --execute --inplace` (it saves widget state), then `make export`")
 
 
 def test_import_without_jupyter():

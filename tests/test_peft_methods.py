@@ -9,7 +9,8 @@ import torch
 
 peft = pytest.importorskip("peft")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+import _tiny  # noqa: E402
+from transformers import BertForSequenceClassification  # noqa: E402
 
 from ft_kit import peft_methods as pm  # noqa: E402
 from ft_kit.models import load_encoder  # noqa: E402
@@ -22,11 +23,8 @@ VOCAB = 30522  # MiniLM's tokenizer, so that real snippets tokenize into valid i
 
 
 def tiny_bert(seed: int = 0, layers: int = 2) -> BertForSequenceClassification:
-    "A small BERT classifier with random weights, built from a config."
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                     intermediate_size=37, max_position_embeddings=64, num_labels=2)
-    return BertForSequenceClassification(cfg).eval()
+    "A small BERT classifier over MiniLM's vocabulary with random weights, in eval mode."
+    return _tiny.tiny_bert(seed, vocab=VOCAB, hidden=32, layers=layers, heads=4, intermediate=37).eval()
 
 
 @pytest.fixture(scope="module")
