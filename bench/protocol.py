@@ -3,6 +3,7 @@
     python -m bench.protocol                 # both parts
     python -m bench.protocol protocol        # only the PEFT protocol  (records peft-<method>-s<seed>)
     python -m bench.protocol transfer        # only the label-budget grid (records transfer-<kind>-n<size>-s<seed>)
+    python -m bench.protocol sweep           # only the sweep rows not yet recorded (rank, targets, lr, epochs)
 
 Every method of the protocol runs in a fresh process (spawned), so that each record's `peak_memory_mb` is the
 peak of that method alone, not of everything before it. Sizes can be changed without editing the file:
@@ -24,7 +25,9 @@ MAIN = ["majority", "probe", "head", "bitfit", "full", "lora"]
 # peft_lora computes what lora computes (lesson 06 checks logits and gradients to 1e-6): one seed is enough
 OTHERS = ["peft_lora", "last1", "last2", "peft_adalora", "peft_ia3", "peft_prompt", "peft_prefix"]
 SWEEP = [("lora_r32", "lora", {"r": 32, "alpha": 64}),
-         ("lora_ffn", "lora", {"target_modules": ("query", "key", "value", "intermediate.dense", "output.dense")})]
+         ("lora_ffn", "lora", {"target_modules": ("query", "key", "value", "intermediate.dense", "output.dense")}),
+         ("lora_lr3e-4", "lora", {"lr": 3e-4}), ("lora_lr3e-3", "lora", {"lr": 3e-3}), ("lora_4ep", "lora", {"epochs": 4}),
+         ("head_lr1e-2", "head", {"lr": 1e-2})]  # does a larger step get the head off the majority answer?
 
 
 def _env(name: str, default: str) -> str: return os.environ.get(name, default)
@@ -54,10 +57,14 @@ def _child(spec, seeds) -> tuple[list[str], float]:
     return [p.name for p in paths], time.perf_counter() - t
 
 
-def run_protocol_part() -> float:
-    "Every method of lesson 07 at full size, one spawned process per method; returns the seconds taken."
+def run_protocol_part(sweep_only: bool = False) -> float:
+    "Every method of lesson 07 at full size (or only the sweep rows), one spawned process per method; returns the seconds taken."
     pcfg, t0 = protocol_config(), time.perf_counter()
-    jobs = [(m, pcfg.seeds) for m in MAIN] + [(m, pcfg.seeds[:1]) for m in OTHERS] + [(s, pcfg.seeds[:1]) for s in SWEEP]
+    jobs = [] if sweep_only else [(m, pcfg.seeds) for m in MAIN] + [(m, pcfg.seeds[:1]) for m in OTHERS]
+    jobs += [(s, pcfg.seeds[:1]) for s in SWEEP]
+    if sweep_only:  # `sweep` adds the rows that are missing; delete a record to run it again
+        from ft_kit.results import resolve_results_dir
+        jobs = [(s, sd) for s, sd in jobs if not (resolve_results_dir() / f"{pcfg.prefix}-{s[0]}-s{sd[0]}.json").exists()]
     print(f"protocol: {len(jobs)} methods, training sample {pcfg.n_train or 'all'}, {pcfg.epochs} epochs, "
           f"max_length {pcfg.max_length}, seeds {pcfg.seeds} (main methods), prefix {pcfg.prefix!r}", flush=True)
     ctx = mp.get_context("spawn")
@@ -84,13 +91,15 @@ def run_transfer_part() -> float:
 
 
 def main(parts: list[str] | None = None) -> dict:
-    "Run the requested parts ('protocol', 'transfer'; default both) and print what each cost."
+    "Run the requested parts ('protocol', 'transfer', 'sweep'; default the first two) and print what each cost."
     parts = parts or ["protocol", "transfer"]
-    if bad := [p for p in parts if p not in ("protocol", "transfer")]: raise SystemExit(f"unknown part(s) {bad}: use protocol and/or transfer")
+    if bad := [p for p in parts if p not in ("protocol", "transfer", "sweep")]:
+        raise SystemExit(f"unknown part(s) {bad}: use protocol, transfer and/or sweep")
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     cost = {}
     if "protocol" in parts: cost["protocol_s"] = run_protocol_part()
+    elif "sweep" in parts: cost["sweep_s"] = run_protocol_part(sweep_only=True)
     if "transfer" in parts: cost["transfer_s"] = run_transfer_part()
     print("; ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in cost.items()), flush=True)
     return cost

@@ -10,7 +10,7 @@ import math
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -352,13 +352,15 @@ def run_one(method: str, # a key of METHODS
             seed: int = 0, # the training seed
             label: str | None = None, # the row name (default: the method); variants such as 'lora_r2' need their own
             results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
-            **options, # the method's settings; `lr` overrides the method's learning rate
+            **options, # the method's settings; `lr` overrides the method's learning rate, `epochs` the protocol's
            ) -> Path: # the record written
     "Prepare, train and evaluate one method with one seed, and write its registry record."
     label = label or method
     name, kw = f"{pcfg.prefix}-{label}-s{seed}", dict(results_dir=results_dir, overwrite=True)
     if method == "majority": return _majority(name, data, pcfg, **kw)
-    lr = options.pop("lr", None); model, tok = make_model(seed)
+    lr, epochs = options.pop("lr", None), options.pop("epochs", None)
+    if epochs: pcfg = replace(pcfg, epochs=epochs)  # a sweep over training length: recorded in the record's protocol
+    model, tok = make_model(seed)
     try: model, info = prepare(method, model, total_steps(len(data["train"]), pcfg), **options)
     except MethodUnavailable as e:
         return save_result(name, {"protocol": asdict(pcfg)}, {}, method=method, label=label, seed=seed, status="unavailable", reason=str(e), **kw)
@@ -368,7 +370,7 @@ def run_one(method: str, # a key of METHODS
     res = _fit(model, info, data, cfg, tok)
     test = evaluate_model(model, make_loader(data["test"], tok, pcfg.batch_size * 2, max_length=pcfg.max_length))
     res.checkpoint_mb, share = saved_mb(model), predicted_share(test)
-    return record_run(name, model, cfg, res, data, method=method, label=label, description=info.description, seed=seed,
+    return record_run(name, model, cfg, res, data, method=method, label=label, description=info.description + (f", lr {lr:g}" if lr else "") + (f", {epochs} epochs" if epochs else ""), seed=seed,
                       options=info.options, test=test, predicted_share=share, collapsed=share > pcfg.collapse_share,
                       blocks=trainable_blocks(model), protocol=asdict(pcfg), status="ok", **kw)
 

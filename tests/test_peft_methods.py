@@ -184,3 +184,14 @@ def test_protocol_records(tmp_path, tok, monkeypatch):
     assert all(shown.loc[i, "note"] == "collapsed to the majority class" for i in flagged)
     m = pm.trainable_map("t")
     assert m.loc["bitfit", "head"] == 1.0 and 0 < m.loc["bitfit", "layer 0"] < 1
+
+
+def test_sweep_options_override_lr_and_epochs(tmp_path, tok):
+    "A sweep row with `lr` and `epochs` trains that long at that rate, and its record and description say so."
+    pcfg = pm.ProtocolConfig(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0,), prefix="sw")
+    paths = pm.run_protocol([("lora_long", "lora", {"lr": 3e-3, "epochs": 2})], pcfg, lambda s: (tiny_bert(s), tok),
+                            results_dir=tmp_path)
+    r = get_result(paths[0].stem, results_dir=tmp_path)
+    assert r["protocol"]["epochs"] == 2 and r["config"]["epochs"] == 2 and r["config"]["lr"] == 3e-3
+    assert r["steps"] == 2 * pm.total_steps(16, pcfg)  # twice the one-epoch protocol's steps
+    assert r["description"].endswith(", lr 0.003, 2 epochs")
