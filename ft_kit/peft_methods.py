@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
@@ -455,6 +456,7 @@ def lora_rank_summary(model: nn.Module, # the base model (before any adapter)
     "What a LoRA of rank r costs on `model`, and the test accuracies of the registry's LoRA runs at that rank."
     c = lora_param_count(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules)))
     runs = [x for x in records if x.get("method") in ("lora", "peft_lora") and x.get("test") and (x.get("options") or {}).get("r") == r
-            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)]
+            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)
+            and not re.search(r", lr [^,]+$|, \d+ epochs$", x.get("description", ""))]  # not the lr / epochs sweep rows
     return {**c, "adapter_mb": 4 * (c["adapter"] + c["head"]) / 2**20, "scaling": alpha / r,
             "measured": [(x["options"]["alpha"], x["test"]["accuracy"]) for x in runs]}
