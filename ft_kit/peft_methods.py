@@ -371,7 +371,8 @@ def run_one(method: str, # a key of METHODS
     res = _fit(model, info, data, cfg, tok)
     test = evaluate_model(model, make_loader(data["test"], tok, pcfg.batch_size * 2, max_length=pcfg.max_length))
     res.checkpoint_mb, share = saved_mb(model), predicted_share(test)
-    return record_run(name, model, cfg, res, data, method=method, label=label, description=info.description + (f", lr {lr:g}" if lr else "") + (f", {epochs} epochs" if epochs else ""), seed=seed,
+    desc = info.description + (f", lr {lr:g}" if lr else "") + (f", {epochs} epochs" if epochs else "")  # sweep rows say so
+    return record_run(name, model, cfg, res, data, method=method, label=label, description=desc, seed=seed,
                       options=info.options, test=test, predicted_share=share, collapsed=share > pcfg.collapse_share,
                       blocks=trainable_blocks(model), protocol=asdict(pcfg), status="ok", **kw)
 
