@@ -1,26 +1,35 @@
-"""`make bench`: the kit's loop, Hugging Face Trainer and the naive pad-to-128 loop on the same model, data,
-batch size and epochs, in one run; tokens/s, seconds per epoch, ratios, and the kit's GFLOP/s against a measured
-2048x2048 fp32 matrix-multiply ceiling. Writes `bench_loops` into the results registry.
+"""`make bench`: training loops, inference and prompt scoring, each timed at least twice, alternated, medians reported.
 
-Size: BENCH_N (training snippets, default 512), BENCH_EPOCHS (default 1), BENCH_BATCH (default 16).
+Training, on the same model, data, batch size and steps: the kit's loop in fp32 and in bf16 autocast, Hugging Face
+Trainer as it comes (random order, fp32) and Trainer configured well (`train_sampling_strategy="group_by_length"`,
+`bf16=True`), and the naive pad-to-128 loop. For each: real tokens/s, padded/real token ratio, peak memory (resident
+set sampled during the loop, above what it was before), GFLOP/s against measured fp32 and bf16 matmul ceilings.
+Inference: `ft_kit.train.predict` snippets/s in fp32 and bf16. Then the SmolLM2 scorer (bench/prompting.py) and the
+service under load (bench/serve_load.py). Records: bench_loops, bench_inference, bench_prompting, bench_serve.
+
+Size: BENCH_N (training snippets, default 512), BENCH_EPOCHS (1), BENCH_BATCH (16), BENCH_ROUNDS (2).
 """
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
+import threading
 import time
 
+import psutil
 import torch
 from torch import nn
 
 from ft_kit.data import TextDataset, load_splits, make_loader, sample_balanced
 from ft_kit.models import get_device, load_encoder
 from ft_kit.results import save_result
-from ft_kit.train import TrainConfig, naive_train, seed_everything, train
+from ft_kit.train import TrainConfig, autocast, naive_train, predict, seed_everything, train
 
 N = int(os.environ.get("BENCH_N", 512))  # training snippets
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", 1))  # passes over them
 BS = int(os.environ.get("BENCH_BATCH", 16))  # batch size of every loop
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 2))  # timings of each loop (alternated; the median is reported)
 LR = 5e-5  # the same peak learning rate everywhere
 
 
@@ -29,15 +38,30 @@ def sync(device: torch.device) -> None:
     if device.type == "cuda": torch.cuda.synchronize()
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
-    "Measured fp32 GFLOP/s of an n x n matrix multiply (2 n^3 FLOPs each), the best of three timings."
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10) -> float:
+    "Measured GFLOP/s of an n x n matrix multiply in `dtype` (2 n^3 FLOPs each), the best of three timings."
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(4):  # the first round warms up
         sync(device); t = time.perf_counter()
         for _ in range(reps): a @ b
         sync(device); best = min(best, time.perf_counter() - t)
     return 2 * n**3 * reps / best / 1e9
+
+
+class PeakRSS:
+    "Sample this process's resident set every 5 ms inside the block; `.mb` is the peak above the level at entry."
+    def __enter__(self):
+        self.proc, self.stop = psutil.Process(), threading.Event()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.thread = threading.Thread(target=self._watch, daemon=True); self.thread.start()
+        return self
+
+    def _watch(self):
+        while not self.stop.wait(0.005): self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.stop.set(); self.thread.join(); self.mb = (self.peak - self.base) / 2**20
 
 
 def nonembedding_params(model: nn.Module) -> int:
@@ -63,70 +87,132 @@ def kit_shapes(df, tok, cfg: TrainConfig) -> list[tuple[int, int]]:
     return shapes
 
 
-def run_kit(df, device) -> dict:
+def run_kit(df, device, precision: str) -> dict:
     "The kit's loop: length buckets, dynamic padding, fused AdamW, no validation (the others have none)."
     seed_everything(0); m, tok = load_encoder(device=device)
-    cfg = TrainConfig(lr=LR, epochs=EPOCHS, batch_size=BS)
-    r = train(m, {"train": df}, cfg, tok, progress=False)
+    cfg = TrainConfig(lr=LR, epochs=EPOCHS, batch_size=BS, precision=precision)
+    with PeakRSS() as mem: r = train(m, {"train": df}, cfg, tok, progress=False)
     return {"seconds": r.train_time_s, "tokens": r.tokens, "padded_tokens": r.padded_tokens,
-            "flops": train_flops(m, kit_shapes(df, tok, cfg))}
+            "flops": train_flops(m, kit_shapes(df, tok, cfg)), "peak_mb": mem.mb, "loss_last": r.history["train"][-1]["loss"]}
 
 
-def run_trainer(df, device) -> dict:
-    "Hugging Face Trainer with dynamic padding (DataCollatorWithPadding), the same schedule and batch size."
+class _Shapes:
+    "A Trainer callback-free way to see the batches: a collator wrapper that records each batch's shape."
+    def __init__(self, collate): self.collate, self.shapes = collate, []
+
+    def __call__(self, items):
+        b = self.collate(items); self.shapes.append(tuple(b["input_ids"].shape)); return b
+
+
+def run_trainer(df, device, fast: bool) -> dict:
+    "Hugging Face Trainer with dynamic padding, the same schedule and batch size; `fast`: group_by_length + bf16."
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
     seed_everything(0); m, tok = load_encoder(device=device)
     ds = TextDataset(df, tok, 128)
     steps = EPOCHS * -(-len(ds) // BS)
-    with tempfile.TemporaryDirectory() as d:
+    extra = {"train_sampling_strategy": "group_by_length", "bf16": True} if fast else {}
+    collate = _Shapes(DataCollatorWithPadding(tok))
+    with tempfile.TemporaryDirectory() as d, PeakRSS() as mem:
         args = TrainingArguments(output_dir=d, per_device_train_batch_size=BS, num_train_epochs=EPOCHS, learning_rate=LR,
                                  weight_decay=0.01, warmup_steps=round(0.1 * steps), max_grad_norm=1.0, seed=0,
                                  save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[],
-                                 disable_tqdm=True, use_cpu=device.type == "cpu", dataloader_num_workers=0)
-        tr = Trainer(model=m, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok))
+                                 disable_tqdm=True, use_cpu=device.type == "cpu", dataloader_num_workers=0, **extra)
+        tr = Trainer(model=m, args=args, train_dataset=ds, data_collator=collate)
         sync(device); t = time.perf_counter(); tr.train(); sync(device)
         seconds = time.perf_counter() - t
-    return {"seconds": seconds, "tokens": EPOCHS * sum(ds.lengths), "padded_tokens": None, "flops": None}
+    padded = sum(B * T for B, T in collate.shapes)
+    return {"seconds": seconds, "tokens": EPOCHS * sum(ds.lengths), "padded_tokens": padded,
+            "flops": train_flops(m, collate.shapes), "peak_mb": mem.mb}
 
 
 def run_naive(df, device) -> dict:
     "The seed-style loop: every text padded to 128, plain AdamW, constant learning rate."
     torch.manual_seed(0); m, tok = load_encoder(device=device)
-    r = naive_train(m, tok, df, epochs=EPOCHS, batch_size=BS, lr=LR)
+    with PeakRSS() as mem: r = naive_train(m, tok, df, epochs=EPOCHS, batch_size=BS, lr=LR)
     shapes = [(min(BS, len(df) - i), 128) for i in range(0, len(df), BS)] * EPOCHS
-    return {"seconds": r["seconds"], "tokens": r["tokens"], "padded_tokens": r["padded_tokens"], "flops": train_flops(m, shapes)}
+    return {"seconds": r["seconds"], "tokens": r["tokens"], "padded_tokens": r["padded_tokens"],
+            "flops": train_flops(m, shapes), "peak_mb": mem.mb}
+
+
+LOOPS = {"kit_fp32": lambda df, d: run_kit(df, d, "fp32"), "kit_bf16": lambda df, d: run_kit(df, d, "bf16"),
+         "trainer_default": lambda df, d: run_trainer(df, d, False), "trainer_fast": lambda df, d: run_trainer(df, d, True),
+         "naive": run_naive}
+
+
+def alternated(fns: dict, rounds: int) -> dict[str, list]:
+    "Run every function `rounds` times, alternating the order (forwards, then backwards, ...): name -> results."
+    out, names = {k: [] for k in fns}, list(fns)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]): out[name].append(fns[name]())
+    return out
+
+
+def median_row(runs: list[dict], ceilings: dict) -> dict:
+    "The median of each timing over the rounds, and the figures derived from it."
+    sec = statistics.median(r["seconds"] for r in runs); r0 = runs[0]
+    return {"seconds": sec, "seconds_all": [r["seconds"] for r in runs], "tokens": r0["tokens"], "tokens_per_s": r0["tokens"] / sec,
+            "padded_per_real": r0["padded_tokens"] / r0["tokens"], "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+            "gflops": r0["flops"] / sec / 1e9, "of_fp32_ceiling": r0["flops"] / sec / 1e9 / ceilings["fp32"],
+            "of_bf16_ceiling": r0["flops"] / sec / 1e9 / ceilings["bf16"]}
+
+
+def bench_training(df, device, ceilings: dict) -> dict:
+    "Every training loop, alternated, medians; the ratios the speed goals are stated in."
+    runs = alternated({k: (lambda f=f: f(df, device)) for k, f in LOOPS.items()}, ROUNDS)
+    res = {k: median_row(v, ceilings) for k, v in runs.items()}
+    tps = {k: v["tokens_per_s"] for k, v in res.items()}
+    return {**res, "kit_bf16_vs_trainer_default": tps["kit_bf16"] / tps["trainer_default"],
+            "kit_bf16_vs_trainer_fast": tps["kit_bf16"] / tps["trainer_fast"], "kit_bf16_vs_kit_fp32": tps["kit_bf16"] / tps["kit_fp32"],
+            "kit_fp32_vs_naive": tps["kit_fp32"] / tps["naive"], "kit_bf16_vs_naive": tps["kit_bf16"] / tps["naive"]}
+
+
+def bench_inference(device, n: int = 512) -> dict:
+    "`predict` on n validation snippets in fp32 and in bf16, alternated, medians; the largest probability difference."
+    m, tok = load_encoder(device=device); dl = make_loader(load_splits()["validation"][:n], tok, batch_size=64)
+    predict(m, dl)  # warm-up
+    def one(p):
+        t = time.perf_counter(); probs = predict(m, dl, p); return {"seconds": time.perf_counter() - t, "probs": probs}
+    runs = alternated({"fp32": lambda: one("fp32"), "bf16": lambda: one("bf16")}, ROUNDS)
+    out = {k: {"seconds": statistics.median(r["seconds"] for r in v), "snippets_per_s": n / statistics.median(r["seconds"] for r in v)}
+           for k, v in runs.items()}
+    diff = float(abs(runs["fp32"][0]["probs"] - runs["bf16"][0]["probs"]).max())
+    agree = float((runs["fp32"][0]["probs"].argmax(1) == runs["bf16"][0]["probs"].argmax(1)).mean())
+    return {**out, "bf16_vs_fp32": out["bf16"]["snippets_per_s"] / out["fp32"]["snippets_per_s"], "max_prob_diff": diff,
+            "same_prediction": agree, "n": n}
 
 
 def main() -> dict:
-    "Run the three loops in one process, print the table, save `bench_loops`."
+    "Measure the ceilings, the training loops and inference; print the tables; save the records."
     device = get_device()
     df = sample_balanced(load_splits()["train"], N, seed=0)
-    ceiling = matmul_gflops(device)
-    warm, _ = load_encoder(device=device)  # warm up kernels and caches once, untimed, so no loop pays for it
-    train(warm, {"train": df[:2 * BS]}, TrainConfig(epochs=1, batch_size=BS), _, progress=False); del warm
-    res = {name: fn(df, device) for name, fn in [("kit", run_kit), ("trainer", run_trainer), ("naive", run_naive)]}
-    for r in res.values():
-        r["tokens_per_s"] = r["tokens"] / r["seconds"]; r["s_per_epoch"] = r["seconds"] / EPOCHS
-        r["gflops"] = r["flops"] / r["seconds"] / 1e9 if r["flops"] else None
-    metrics = {**res, "matmul_gflops": ceiling, "kit_vs_trainer": res["kit"]["tokens_per_s"] / res["trainer"]["tokens_per_s"],
-               "kit_vs_naive": res["kit"]["tokens_per_s"] / res["naive"]["tokens_per_s"]}
-    print(f"{N} snippets x {EPOCHS} epoch(s), batch {BS}, device {device}, {torch.get_num_threads()} threads")
-    print(f"{'loop':8} {'s/epoch':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'vs naive':>8}")
-    for name, r in res.items():
-        gf = f"{r['gflops']:.1f}" if r["gflops"] else "-"
-        print(f"{name:8} {r['s_per_epoch']:8.1f} {r['tokens_per_s']:9.0f} {gf:>8} {r['tokens_per_s'] / res['naive']['tokens_per_s']:7.2f}x")
-    print(f"kit / Trainer: {metrics['kit_vs_trainer']:.2f}x; kit / naive: {metrics['kit_vs_naive']:.2f}x")
-    print(f"matmul 2048x2048 fp32 ceiling: {ceiling:.1f} GFLOP/s; the kit's training step reaches "
-          f"{res['kit']['gflops']:.1f} GFLOP/s ({res['kit']['gflops'] / ceiling:.0%} of it)")
-    cfg = {"n_train": N, "epochs": EPOCHS, "batch_size": BS, "lr": LR, "device": str(device), "threads": torch.get_num_threads()}
-    path = save_result("bench_loops", cfg, metrics, split=("train sample", df), overwrite=True)
-    print(f"saved {path.name}")
-    return metrics
+    ceilings = {"fp32": matmul_gflops(device), "bf16": matmul_gflops(device, torch.bfloat16)}
+    warm, tok = load_encoder(device=device)  # warm up kernels and caches once, untimed, so no loop pays for it
+    for p in ("fp32", "bf16"): train(warm, {"train": df[:2 * BS]}, TrainConfig(epochs=1, batch_size=BS, precision=p), tok, progress=False)
+    del warm
+    tr = bench_training(df, device, ceilings)
+    print(f"{N} snippets x {EPOCHS} epoch(s), batch {BS}, device {device}, {torch.get_num_threads()} threads, "
+          f"{ROUNDS} rounds alternated (medians)")
+    print(f"matmul 2048x2048 ceilings: fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s")
+    print(f"{'loop':16} {'s/epoch':>8} {'tokens/s':>9} {'padded/real':>11} {'peak MB':>8} {'GFLOP/s':>8} {'vs naive':>8}")
+    for name in LOOPS:
+        r = tr[name]
+        print(f"{name:16} {r['seconds'] / EPOCHS:8.1f} {r['tokens_per_s']:9.0f} {r['padded_per_real']:11.2f} {r['peak_mb']:8.0f} "
+              f"{r['gflops']:8.1f} {r['tokens_per_s'] / tr['naive']['tokens_per_s']:7.2f}x")
+    print(f"kit bf16 / Trainer default: {tr['kit_bf16_vs_trainer_default']:.2f}x (goal >= 2.0); kit bf16 / Trainer "
+          f"group_by_length+bf16: {tr['kit_bf16_vs_trainer_fast']:.2f}x (goal >= 1.15); kit bf16 / kit fp32: {tr['kit_bf16_vs_kit_fp32']:.2f}x")
+    cfg = {"n_train": N, "epochs": EPOCHS, "batch_size": BS, "lr": LR, "rounds": ROUNDS, "device": str(device),
+           "threads": torch.get_num_threads()}
+    save_result("bench_loops", cfg, {**tr, "ceilings_gflops": ceilings}, split=("train sample", df), overwrite=True)
+    inf = bench_inference(device)
+    print(f"predict, {inf['n']} snippets: fp32 {inf['fp32']['snippets_per_s']:.0f}/s, bf16 {inf['bf16']['snippets_per_s']:.0f}/s "
+          f"({inf['bf16_vs_fp32']:.2f}x); largest probability difference {inf['max_prob_diff']:.1e}, same class {inf['same_prediction']:.1%}")
+    save_result("bench_inference", cfg, inf, overwrite=True)
+    return {"training": tr, "inference": inf}
 
 
 if __name__ == "__main__":
     main()
-    from bench.prompting import main as prompting_main  # prefix-cache scorer against the naive one at k = 8
+    from bench.prompting import main as prompting_main  # prefix-cache scorer against the naive one, fp32 and bf16
     prompting_main()
     from bench.serve_load import main as serve_main  # the service under load: requests/s, p50/p99, zero errors
     serve_main()

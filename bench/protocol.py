@@ -1,16 +1,17 @@
 """Full-size runs of lessons 05 (transfer) and 07 (one protocol, every method), for `make results`.
 
     python -m bench.protocol                 # both parts
-    python -m bench.protocol protocol        # only the PEFT protocol  (records peft-<method>-s<seed>)
-    python -m bench.protocol transfer        # only the label-budget grid (records transfer-<kind>-n<size>-s<seed>)
-    python -m bench.protocol sweep           # only the sweep rows not yet recorded (rank, targets, lr, epochs)
+    python -m bench.protocol protocol        # only the PEFT protocol   (records peft-<label>-lr<rate>-s<seed>, peft-<label>-search)
+    python -m bench.protocol transfer        # only the label-budget grid (records transfer-...)
 
-Every method of the protocol runs in a fresh process (spawned), so that each record's `peak_memory_mb` is the
-peak of that method alone, not of everything before it. Sizes can be changed without editing the file:
-PROTOCOL_N_TRAIN (training snippets, default 1000; 0 = all), PROTOCOL_EPOCHS (2), PROTOCOL_MAX_LENGTH (64),
-PROTOCOL_SEEDS (seeds of the main methods, default "0,1,2"), TRANSFER_EPOCHS (1), TRANSFER_MIN_STEPS (100),
-PROTOCOL_SCALE (e.g. 0.05 for a quick timed check: scales the training sample, the evaluation splits and the
-transfer sizes, and writes under the prefix "peftscaled"/"transferscaled" instead of the lesson's names).
+Every row of the protocol is a learning-rate search on validation (first seed) followed by the other seeds at the
+chosen rate (`ft_kit.experiment.search`); every run is gated (`ft_kit.experiment.failures`). Rows run in the order
+of ROWS, each in a fresh spawned process (so each record's `peak_memory_mb` is that method's alone). The script is
+resumable: a run whose record exists is read back, not trained again, so a rerun continues where it stopped.
+Its wall time per row is recorded in `<prefix>-wall_time`. Sizes can be changed without editing the file:
+PROTOCOL_N_TRAIN (training snippets, default 4000; 0 = all), PROTOCOL_EPOCHS (2), PROTOCOL_SEEDS ("0,1,2"),
+PROTOCOL_ROWS (comma-separated labels to run, default all), PROTOCOL_SCALE (e.g. 0.02 for a quick timed check: scales
+the training sample and the evaluation splits and writes under the prefix "peftscaled").
 """
 from __future__ import annotations
 
@@ -20,86 +21,94 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-# main methods: every seed; the others: the first seed (see ProtocolConfig.seeds); a small LoRA sweep: first seed
-MAIN = ["majority", "probe", "head", "bitfit", "full", "lora"]
-# peft_lora computes what lora computes (lesson 06 checks logits and gradients to 1e-6): one seed is enough
-OTHERS = ["peft_lora", "last1", "last2", "peft_adalora", "peft_ia3", "peft_prompt", "peft_prefix"]
-SWEEP = [("lora_r32", "lora", {"r": 32, "alpha": 64}),
-         ("lora_ffn", "lora", {"target_modules": ("query", "key", "value", "intermediate.dense", "output.dense")}),
-         ("lora_lr3e-4", "lora", {"lr": 3e-4}), ("lora_lr3e-3", "lora", {"lr": 3e-3}), ("lora_4ep", "lora", {"epochs": 4}),
-         ("head_lr1e-2", "head", {"lr": 1e-2})]  # does a larger step get the head off the majority answer?
+LORA_QV = ("query", "value")
+# (label, method, options), most important first: a run cut short by the session still has the main rows
+ROWS = [("majority", "majority", {}), ("probe", "probe", {}), ("head", "head", {}), ("full", "full", {}),
+        ("lora", "lora", {}), ("bitfit", "bitfit", {}), ("peft_adalora", "peft_adalora", {}), ("peft_prefix", "peft_prefix", {}),
+        ("peft_prompt", "peft_prompt", {}), ("peft_ia3", "peft_ia3", {}), ("last2", "last2", {}),
+        ("dora", "peft_lora", {"use_dora": True}), ("rslora", "peft_lora", {"use_rslora": True}),
+        ("lora_all", "peft_lora", {"target_modules": "all-linear"}), ("last1", "last1", {})]
+# the rank sweep: alpha = 2r (scale 2 at every rank) against a fixed alpha = 16 (scale 16 / r)
+RANKS = [("lora_r1", "lora", {"r": 1, "alpha": 2}), ("lora_r1_a16", "lora", {"r": 1, "alpha": 16}),
+         ("lora_r4", "lora", {"r": 4, "alpha": 8}), ("lora_r4_a16", "lora", {"r": 4, "alpha": 16}),
+         ("lora_r16", "lora", {"r": 16, "alpha": 32}), ("lora_r16_a16", "lora", {"r": 16, "alpha": 16}),
+         ("lora_r64", "lora", {"r": 64, "alpha": 128}), ("lora_r64_a16", "lora", {"r": 64, "alpha": 16})]
 
 
 def _env(name: str, default: str) -> str: return os.environ.get(name, default)
 
 
-def protocol_config():
-    "The full-size protocol, with the environment's overrides."
-    from ft_kit.peft_methods import ProtocolConfig
+def protocol_budget():
+    "The full-size protocol budget, with the environment's overrides; and its record prefix."
+    from ft_kit.peft_methods import protocol_budget as base
     scale = float(_env("PROTOCOL_SCALE", "1"))
-    n = int(_env("PROTOCOL_N_TRAIN", "1000")) or None
-    return ProtocolConfig(n_train=max(16, round(n * scale)) if n and scale < 1 else n,
-                          n_eval=None if scale >= 1 else max(16, round(1215 * scale)),
-                          epochs=int(_env("PROTOCOL_EPOCHS", "2")), max_length=int(_env("PROTOCOL_MAX_LENGTH", "64")),
-                          seeds=tuple(int(s) for s in _env("PROTOCOL_SEEDS", "0,1,2").split(",")),
-                          prefix="peft" if scale >= 1 else "peftscaled", final_eval_only=True)
+    n = int(_env("PROTOCOL_N_TRAIN", "4000")) or None
+    b = base(n_train=max(32, round(n * scale)) if n and scale < 1 else n, n_eval=None if scale >= 1 else max(32, round(1215 * scale)),
+             epochs=int(_env("PROTOCOL_EPOCHS", "2")), seeds=tuple(int(s) for s in _env("PROTOCOL_SEEDS", "0,1,2").split(",")))
+    return b, "peft" if scale >= 1 else "peftscaled"
 
 
-def _child(spec, seeds) -> tuple[list[str], float]:
-    "Run one method (all its seeds) in this fresh process; return the records written and the seconds taken."
+def _child(spec) -> tuple[dict, float]:
+    "Run one row (search and seeds) in this fresh process; return its search record and the seconds taken."
     import warnings
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     from ft_kit.peft_methods import run_protocol
     t = time.perf_counter()
-    paths = run_protocol([spec], protocol_config(), seeds=seeds)
-    return [p.name for p in paths], time.perf_counter() - t
+    budget, prefix = protocol_budget()
+    return run_protocol([spec], budget, prefix=prefix)[0], time.perf_counter() - t
 
 
-def run_protocol_part(sweep_only: bool = False) -> float:
-    "Every method of lesson 07 at full size (or only the sweep rows), one spawned process per method; returns the seconds taken."
-    pcfg, t0 = protocol_config(), time.perf_counter()
-    jobs = [] if sweep_only else [(m, pcfg.seeds) for m in MAIN] + [(m, pcfg.seeds[:1]) for m in OTHERS]
-    jobs += [(s, pcfg.seeds[:1]) for s in SWEEP]
-    if sweep_only:  # `sweep` adds the rows that are missing; delete a record to run it again
-        from ft_kit.results import resolve_results_dir
-        jobs = [(s, sd) for s, sd in jobs if not (resolve_results_dir() / f"{pcfg.prefix}-{s[0]}-s{sd[0]}.json").exists()]
-    print(f"protocol: {len(jobs)} methods, training sample {pcfg.n_train or 'all'}, {pcfg.epochs} epochs, "
-          f"max_length {pcfg.max_length}, seeds {pcfg.seeds} (main methods), prefix {pcfg.prefix!r}", flush=True)
-    ctx = mp.get_context("spawn")
-    for spec, seeds in jobs:
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
-            names, secs = ex.submit(_child, spec, seeds).result()
-        print(f"  {spec if isinstance(spec, str) else spec[0]:14} {secs:7.0f} s  {', '.join(names)}", flush=True)
+def _save_wall(prefix: str, walls: dict, total: float) -> None:
+    "Record the wall time of each row and in all (merged with what earlier, resumed runs recorded)."
+    from ft_kit.results import find_result, save_result
+    old = (find_result(f"{prefix}-wall_time") or {}).get("rows", {})
+    save_result(f"{prefix}-wall_time", {}, {}, rows={**old, **walls}, last_run_s=total, overwrite=True)
+
+
+def run_protocol_part() -> float:
+    "Every row of lesson 07 at full size, one spawned process per row; returns the seconds taken."
+    budget, prefix = protocol_budget()
+    want = [r for r in _env("PROTOCOL_ROWS", "").split(",") if r]
+    rows = [r for r in ROWS + RANKS if not want or r[0] in want]
+    print(f"protocol: {len(rows)} rows, training sample {budget.n_train or 'all'}, {budget.epochs} epochs, seeds {budget.seeds}, "
+          f"precision {budget.precision}, prefix {prefix!r}", flush=True)
+    ctx, t0, walls = mp.get_context("spawn"), time.perf_counter(), {}
+    for spec in rows:
+        try:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as ex:
+                rec, secs = ex.submit(_child, spec).result()
+        except Exception as e:  # one broken row must not stop the others: say so and go on
+            print(f"  {spec[0]:14} FAILED TO RUN: {type(e).__name__}: {e}", flush=True); continue
+        walls[spec[0]] = secs
+        _save_wall(prefix, walls, time.perf_counter() - t0)
+        tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+        print(f"  {spec[0]:14} {secs:7.0f} s  chosen {rec['chosen']}  [{tried}] {rec.get('reason', '')}", flush=True)
     return time.perf_counter() - t0
 
 
 def run_transfer_part() -> float:
-    "Both starts of lesson 05 on 32, 128, 512, 2048 and all snippets; returns the seconds taken."
+    "Both starts of lesson 05 on every size; returns the seconds taken."
     from ft_kit.transfer import TransferConfig, run_transfer
     scale = float(_env("PROTOCOL_SCALE", "1"))
-    tc = TransferConfig(epochs=int(_env("TRANSFER_EPOCHS", "1")), min_steps=int(_env("TRANSFER_MIN_STEPS", "100")))
-    if scale < 1:
-        tc = TransferConfig(sizes=tuple(max(8, round(n * scale)) for n in (32, 128, 512, 2048)), n_eval=max(16, round(1215 * scale)),
-                            epochs=tc.epochs, min_steps=max(2, round(tc.min_steps * scale)), prefix="transferscaled")
-    print(f"transfer: sizes {tc.sizes}, {tc.epochs} epoch(s) (at least {tc.min_steps} steps, at most {tc.max_epochs} epochs), "
-          f"seeds {tc.seeds}, prefix {tc.prefix!r}", flush=True)
+    tc = TransferConfig()
+    if scale < 1: tc = TransferConfig(sizes=(32, 128), n_eval=max(32, round(1215 * scale)), min_steps=10, prefix="transferscaled")
+    print(f"transfer: sizes {tc.sizes}, seeds {tc.seeds}, prefix {tc.prefix!r}", flush=True)
     t0 = time.perf_counter()
-    for p in run_transfer(tc): print(f"  {p.name}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    for p in run_transfer(tc): print(f"  {p['name']}  chosen {p['chosen']}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     return time.perf_counter() - t0
 
 
 def main(parts: list[str] | None = None) -> dict:
-    "Run the requested parts ('protocol', 'transfer', 'sweep'; default the first two) and print what each cost."
+    "Run the requested parts ('protocol', 'transfer'; default both) and print what each cost."
     parts = parts or ["protocol", "transfer"]
-    if bad := [p for p in parts if p not in ("protocol", "transfer", "sweep")]:
-        raise SystemExit(f"unknown part(s) {bad}: use protocol, transfer and/or sweep")
+    if bad := [p for p in parts if p not in ("protocol", "transfer")]:
+        raise SystemExit(f"unknown part(s) {bad}: use protocol and/or transfer")
     import torch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     cost = {}
     if "protocol" in parts: cost["protocol_s"] = run_protocol_part()
-    elif "sweep" in parts: cost["sweep_s"] = run_protocol_part(sweep_only=True)
     if "transfer" in parts: cost["transfer_s"] = run_transfer_part()
     print("; ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in cost.items()), flush=True)
     return cost

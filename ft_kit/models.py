@@ -24,10 +24,10 @@ try: import fcntl  # file lock so two processes never convert the GGUF file at o
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'LABELS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
-           'ModelNotFoundError', 'packaged_file', 'resolve_model', 'load_encoder', 'param_kind', 'count_params',
-           'param_block', 'params_per_block', 'mean_pool', 'cache_dir', 'smollm2_cache', 'convert_gguf',
-           'load_causal_lm', 'top_next_tokens']
+__all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'LABELS', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
+           'ModelNotFoundError', 'packaged_file', 'resolve_model', 'checkpoint_pooling', 'pooling_for', 'MeanPooler',
+           'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block', 'params_per_block',
+           'mean_pool', 'cache_dir', 'smollm2_cache', 'convert_gguf', 'load_causal_lm', 'top_next_tokens']
 
 # %% ../nbs/02_models.ipynb #b638e6ae
 def get_device(device: str | torch.device | None = None,  # a device to use as is; None picks CUDA when present, else CPU
@@ -91,10 +91,60 @@ def resolve_model(name: str | os.PathLike,  # a local folder or a hub name
         raise _not_found(str(name), f"it is not a local folder and the hub says: {first}") from None
     return str(name)
 
+# %% ../nbs/02_models.ipynb #365e3d2a
+POOLINGS = ("config", "auto", "mean", "cls")  # what `load_encoder(pooling=...)` accepts
+
+
+def checkpoint_pooling(path: str | os.PathLike,  # a model folder
+                      ) -> str:  # 'mean' or 'cls' ('cls' when the folder has no sentence-transformers pooling config)
+    "How a sentence-transformers checkpoint pools its token vectors, from its 1_Pooling/config.json."
+    cfg = Path(path) / "1_Pooling" / "config.json"
+    if not cfg.is_file(): return "cls"
+    return "mean" if json.loads(cfg.read_text()).get("pooling_mode_mean_tokens") else "cls"
+
+
+def pooling_for(path: str | os.PathLike,  # the folder the model came from
+                config,  # its transformers config (a saved model may carry `ft_kit_pooling`)
+                pooling: str = "config",  # one of POOLINGS
+               ) -> str:  # 'mean' or 'cls'
+    "The pooling a loaded encoder's head should read."
+    if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling in ("mean", "cls"): return pooling
+    saved = getattr(config, "ft_kit_pooling", None)
+    if saved or pooling == "config": return saved or "cls"
+    return checkpoint_pooling(path) if Path(path).is_dir() else "cls"
+
+
+class MeanPooler(nn.Module):
+    "Stands in for BERT's pooler: the mean of the real tokens' last hidden states."
+    def __init__(self):
+        super().__init__(); self.mask = None  # set before every forward pass by `stash` (a hook on the encoder)
+
+    def stash(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        "Forward pre-hook of the encoder: keep the batch's attention mask for the pooling."
+        self.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:  # (B, T, H) -> (B, H)
+        B, T = hidden_states.shape[:2]
+        m = torch.ones(B, T, device=hidden_states.device) if self.mask is None else self.mask[:, -T:]  # prefix tuning adds columns
+        return mean_pool(hidden_states, m)
+
+
+def use_mean_pooling(model: nn.Module,  # a BERT-like classifier (its `base_model` has a `pooler`)
+                    ) -> nn.Module:  # the same model, its head now reading the mean-pooled vector
+    "Replace the [CLS] pooler by mean pooling over the real tokens, and remember it in the config."
+    base = model.base_model
+    if not hasattr(base, "pooler"): raise TypeError(f"{type(base).__name__} has no `pooler` to replace: mean pooling needs a BERT-like encoder")
+    base.pooler = MeanPooler()
+    base.register_forward_pre_hook(base.pooler.stash, with_kwargs=True)  # a bound method: deepcopy rebinds it to the copy
+    model.config.ft_kit_pooling = "mean"
+    return model
+
 # %% ../nbs/02_models.ipynb #149bfc07
 def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged all-MiniLM-L6-v2; else a local folder or hub name
                  num_labels: int = 2,  # outputs of the new classification head
                  device: str | torch.device | None = None,  # see `get_device`
+                 pooling: str = "config",  # head input: 'config' (mean if the saved config says so), 'auto' (the checkpoint's), 'mean', 'cls'
                  **kwargs,  # passed to `from_pretrained`, e.g. attn_implementation="eager"
                 ) -> tuple[nn.Module, object]:  # (model in eval mode on `device`, tokenizer)
     "An encoder with a fresh classification head, and its tokenizer: the packaged MiniLM unless `name` is given."
@@ -104,6 +154,7 @@ def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged al
     with _quiet():
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+    if pooling_for(path, model.config, pooling) == "mean": use_mean_pooling(model)
     return model.to(get_device(device)).eval(), tokenizer
 
 # %% ../nbs/02_models.ipynb #8ff19197

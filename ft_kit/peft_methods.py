@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 import copy
-import math
-import re
+import json
 import tempfile
 import time
 from contextlib import contextmanager, nullcontext
@@ -25,56 +24,34 @@ from peft import AdaLoraConfig, IA3Config, LoraConfig, PrefixTuningConfig, Promp
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from .data import load_splits, make_loader
+from .data import make_loader
+from .experiment import (Budget, aggregate, budget_data, cached_bottom, failures, fresh_head, frozen_layers,
+                               run_name, search, total_steps, train_config, weight_change)
 from .lora import LoRAConfig, apply_lora, lora_param_count
 from .metrics import evaluate
 from .models import count_params, load_encoder, mean_pool, param_block, param_kind
-from .results import checkpoint_mb, load_results, save_result
-from .train import TrainConfig, TrainResult, evaluate_model, record_run, train, trainable_state
+from .results import checkpoint_mb, find_result, load_results, save_result, split_hash
+from .train import TrainConfig, TrainResult, autocast, evaluate_model, record_run, train, trainable_state
 
 # %% auto #0
-__all__ = ['METHODS', 'SEEDLESS', 'ProtocolConfig', 'protocol_data', 'total_steps', 'MethodUnavailable', 'MethodInfo',
-           'set_trainable', 'trainable_names', 'is_head', 'head_only', 'last_layers', 'bitfit', 'full_finetune',
-           'MeanPoolProbe', 'fit_logistic', 'probe', 'lora_scratch', 'peft_lora', 'adalora_orth_penalty',
-           'adalora_hooks', 'peft_adalora', 'peft_ia3', 'peft_prompt', 'peft_prefix', 'prepare', 'encoder_factory',
-           'predicted_share', 'trainable_blocks', 'saved_mb', 'run_one', 'run_protocol', 'protocol_table', 'show_table',
-           'trainable_map', 'lora_rank_summary']
+__all__ = ['GRIDS', 'HEAD_LR', 'METHODS', 'SEEDLESS', 'protocol_budget', 'MethodUnavailable', 'MethodInfo', 'set_trainable',
+           'trainable_names', 'is_head', 'head_only', 'last_layers', 'bitfit', 'full_finetune', 'MeanPoolProbe',
+           'fit_logistic', 'probe', 'lora_scratch', 'peft_lora', 'adalora_orth_penalty', 'adalora_hooks',
+           'peft_adalora', 'adalora_ranks', 'peft_ia3', 'peft_prompt', 'peft_prefix', 'method_grid', 'prepare',
+           'encoder_factory', 'predicted_share', 'trainable_blocks', 'saved_mb', 'run_one', 'run_method',
+           'run_protocol', 'protocol_table', 'show_table', 'search_curves', 'trainable_map', 'lora_rank_summary']
 
 # %% ../nbs/07_peft.ipynb #7e120faf
-@dataclass
-class ProtocolConfig:
-    "What every method shares: data, budget, seeds, evaluation and where the records go."
-    n_train: int | None = 2000  # random training sample (natural class balance); None: the whole training split
-    n_eval: int | None = None  # rows of validation and of test used; None: all of them
-    epochs: int = 2  # passes over the training sample (the same number of optimizer steps for every method)
-    batch_size: int = 16  # examples per optimizer step
-    max_length: int = 64  # tokens per snippet (snippets average 27; a handful are cut)
-    seeds: tuple = (0, 1, 2)  # training seeds: head initialisation, batch order, dropout
-    data_seed: int = 0  # seed of the split by movie and of the samples
-    prefix: str = "peft"  # records are named <prefix>-<method>-s<seed>
-    collapse_share: float = 0.95  # flag a run whose most predicted class gets more than this share of the test set
-    final_eval_only: bool = False  # validate once at the end (the last weights) instead of after every epoch (the best)
+GRIDS = {"probe": (1e-4, 1e-3, 1e-2, 1e-1),  # the probe's L2 penalty (it has no learning rate)
+         "head": (1e-3, 3e-3, 1e-2, 3e-2), "last": (1e-5, 3e-5, 1e-4, 3e-4), "bitfit": (3e-4, 1e-3, 3e-3, 1e-2),
+         "full": (1e-5, 3e-5, 1e-4, 3e-4), "lora": (3e-4, 1e-3, 3e-3, 1e-2), "ia3": (1e-3, 3e-3, 1e-2, 3e-2),
+         "prompt": (3e-3, 1e-2, 3e-2, 1e-1), "prefix": (1e-3, 3e-3, 1e-2, 3e-2)}  # each 1.5 decades around its usual range
+HEAD_LR = 1e-3  # the new head's own rate in every method that trains more than the head (a fresh head wants a large one)
 
 
-def _sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    "A random sample of `n` rows (all rows when n is None or too large)."
-    return df if n is None or n >= len(df) else df.sample(n, random_state=seed).reset_index(drop=True)
-
-
-def protocol_data(pcfg: ProtocolConfig, # the protocol
-                 ) -> dict[str, pd.DataFrame]: # train, validation, test
-    "The protocol's splits: a random training sample and the validation and test splits (or samples of them)."
-    s = load_splits(pcfg.data_seed)
-    return {"train": _sample(s["train"], pcfg.n_train, pcfg.data_seed),
-            "validation": _sample(s["validation"], pcfg.n_eval, pcfg.data_seed),
-            "test": _sample(s["test"], pcfg.n_eval, pcfg.data_seed)}
-
-
-def total_steps(n: int, # training examples
-                pcfg: ProtocolConfig, # epochs and batch size
-               ) -> int: # optimizer steps of a run
-    "Optimizer steps of one run: epochs x batches per epoch."
-    return pcfg.epochs * math.ceil(n / pcfg.batch_size)
+def protocol_budget(**changes) -> Budget:
+    "The PEFT protocol's budget: 4,000 training snippets, the whole validation and test splits, 2 epochs, 3 seeds."
+    return replace(Budget(n_train=4000, epochs=2, max_length=64, seeds=(0, 1, 2)), **changes)
 
 # %% ../nbs/07_peft.ipynb #5898494c
 class MethodUnavailable(RuntimeError):
@@ -83,9 +60,9 @@ class MethodUnavailable(RuntimeError):
 
 @dataclass
 class MethodInfo:
-    "What a method did to the model, and how it likes to be trained."
+    "What a method did to the model, and how its learning rate is searched."
     name: str  # the method's name in the protocol, e.g. 'bitfit'
-    lr: float  # its learning rate (everything else in the budget is shared)
+    grid: tuple  # the values the search tries first (learning rates; the probe: its L2 penalty)
     description: str  # one line for the table
     options: dict = field(default_factory=dict)  # its own settings (rank, k, ...), saved with the record
     hook: Callable | None = None  # hook(model) -> a context manager wrapped around training (AdaLoRA)
@@ -111,7 +88,7 @@ def is_head(name: str) -> bool:
 # %% ../nbs/07_peft.ipynb #bfe7934e
 def head_only(model: nn.Module, **_) -> tuple[nn.Module, MethodInfo]:
     "Train only the classification head; the pretrained encoder stays frozen."
-    return set_trainable(model, is_head), MethodInfo("head", 1e-3, "classification head only")
+    return set_trainable(model, is_head), MethodInfo("head", GRIDS["head"], "classification head only")
 
 
 def last_layers(model: nn.Module, # a transformers encoder classifier
@@ -122,17 +99,18 @@ def last_layers(model: nn.Module, # a transformers encoder classifier
     if not 1 <= k <= n: raise ValueError(f"k must be between 1 and the model's {n} layers, got k={k}")
     top = {f"layer {i}" for i in range(n - k, n)}
     set_trainable(model, lambda name: is_head(name) or param_block(name) in top)
-    return model, MethodInfo(f"last{k}", 1e-4, f"last {k} layer{'s' if k > 1 else ''} + head", {"k": k})
+    return model, MethodInfo(f"last{k}", GRIDS["last"], f"last {k} layer{'s' if k > 1 else ''} + head", {"k": k})
 
 
 def bitfit(model: nn.Module, **_) -> tuple[nn.Module, MethodInfo]:
     "BitFit: train every bias vector and the head; every weight matrix stays frozen."
-    return set_trainable(model, lambda n: is_head(n) or n.endswith(".bias")), MethodInfo("bitfit", 1e-3, "biases + head (BitFit)")
+    keep = lambda n: is_head(n) or n.endswith(".bias")
+    return set_trainable(model, keep), MethodInfo("bitfit", GRIDS["bitfit"], "biases + head (BitFit)")
 
 
 def full_finetune(model: nn.Module, **_) -> tuple[nn.Module, MethodInfo]:
     "Full fine-tuning: every parameter trains."
-    return set_trainable(model, lambda n: True), MethodInfo("full", 5e-5, "every parameter")
+    return set_trainable(model, lambda n: True), MethodInfo("full", GRIDS["full"], "every parameter")
 
 # %% ../nbs/07_peft.ipynb #82737704
 class MeanPoolProbe(nn.Module):
@@ -172,7 +150,8 @@ def fit_logistic(X: Tensor, # (n, d) features
 
 def probe(model: nn.Module, l2: float = 1e-3, **_) -> tuple[nn.Module, MethodInfo]:
     "A linear probe: logistic regression (L-BFGS, penalty `l2`) on the frozen encoder's mean-pooled embeddings."
-    return MeanPoolProbe(model), MethodInfo("probe", 0.0, "logistic regression on frozen mean-pooled embeddings", {"l2": l2})
+    desc = "logistic regression on frozen mean-pooled embeddings"
+    return MeanPoolProbe(model), MethodInfo("probe", GRIDS["probe"], desc, {"l2": l2})
 
 # %% ../nbs/07_peft.ipynb #7e6b5c7d
 def lora_scratch(model: nn.Module, # the encoder classifier
@@ -183,16 +162,24 @@ def lora_scratch(model: nn.Module, # the encoder classifier
     "LoRA written in this kit (`ft_kit.lora.apply_lora`): adapters on `target_modules`, the head trained."
     apply_lora(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules)))
     opts = {"r": r, "alpha": alpha, "target_modules": list(target_modules)}
-    return model, MethodInfo("lora", 1e-3, f"LoRA (ft_kit.lora), r={r}, {'+'.join(target_modules)}", opts)
+    return model, MethodInfo("lora", GRIDS["lora"], f"LoRA (ft_kit.lora), r={r}, alpha={alpha:g}, {'+'.join(target_modules)}", opts)
 
 
-def peft_lora(model: nn.Module, r: int = 8, alpha: float = 16, target_modules: tuple = ("query", "value"),
+def peft_lora(model: nn.Module, # the encoder classifier
+              r: int = 8, # rank
+              alpha: float = 16, # scale alpha / r (alpha / sqrt(r) with rsLoRA)
+              target_modules: tuple | str = ("query", "value"), # adapted Linear layers, or 'all-linear'
+              use_dora: bool = False, # DoRA: a learned magnitude per output column, LoRA on the direction
+              use_rslora: bool = False, # rank-stabilised scaling alpha / sqrt(r)
               **_) -> tuple[nn.Module, MethodInfo]:
-    "peft's LoRA with the same settings as `lora_scratch`."
+    "peft's LoRA (optionally DoRA or rsLoRA) with the same settings as `lora_scratch`."
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     pm = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=0.0,
-                                          target_modules=list(target_modules)))
-    opts = {"r": r, "alpha": alpha, "target_modules": list(target_modules)}
-    return pm, MethodInfo("peft_lora", 1e-3, f"LoRA (peft), r={r}, {'+'.join(target_modules)}", opts)
+                                          target_modules=targets, use_dora=use_dora, use_rslora=use_rslora))
+    kind = "DoRA" if use_dora else "rsLoRA" if use_rslora else "LoRA"
+    opts = {"r": r, "alpha": alpha, "target_modules": targets, "use_dora": use_dora, "use_rslora": use_rslora}
+    where = targets if isinstance(targets, str) else "+".join(targets)
+    return pm, MethodInfo("peft_lora", GRIDS["lora"], f"{kind} (peft), r={r}, alpha={alpha:g}, {where}", opts)
 
 # %% ../nbs/07_peft.ipynb #f3d98dc1
 def _is_ab(name: str) -> bool: return ".lora_A." in name or ".lora_B." in name
@@ -240,18 +227,25 @@ def peft_adalora(model: nn.Module, # the encoder classifier
                         target_modules=list(target_modules), total_step=total_steps, tinit=total_steps // 10,
                         tfinal=total_steps // 5, deltaT=max(1, total_steps // 20))
     opts = {"init_r": init_r, "target_r": target_r, "alpha": alpha, "target_modules": list(target_modules)}
-    return get_peft_model(model, cfg), MethodInfo("peft_adalora", 1e-3, f"AdaLoRA (peft), rank {init_r} -> {target_r}", opts, adalora_hooks)
+    info = MethodInfo("peft_adalora", GRIDS["lora"], f"AdaLoRA (peft), rank {init_r} -> {target_r}", opts, adalora_hooks)
+    return get_peft_model(model, cfg), info
+
+
+def adalora_ranks(model: nn.Module) -> dict[str, int]:
+    "The rank each AdaLoRA adapter keeps: its non-zero singular values (entries of lora_E) after pruning."
+    return {n.removesuffix(".lora_E.default"): int((p.detach() != 0).sum()) for n, p in model.named_parameters() if ".lora_E." in n}
 
 # %% ../nbs/07_peft.ipynb #86881f33
 def peft_ia3(model: nn.Module, **_) -> tuple[nn.Module, MethodInfo]:
     "peft's IA3: learned vectors rescaling keys, values and feed-forward activations; the head trained."
-    return get_peft_model(model, IA3Config(task_type=TaskType.SEQ_CLS)), MethodInfo("peft_ia3", 5e-3, "IA3 (peft): rescaling vectors")
+    info = MethodInfo("peft_ia3", GRIDS["ia3"], "IA3 (peft): rescaling vectors")
+    return get_peft_model(model, IA3Config(task_type=TaskType.SEQ_CLS)), info
 
 
 def peft_prompt(model: nn.Module, n_tokens: int = 20, **_) -> tuple[nn.Module, MethodInfo]:
     "peft's prompt tuning: `n_tokens` trained virtual token embeddings before the input; the head trained."
     pm = get_peft_model(model, PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=n_tokens))
-    return pm, MethodInfo("peft_prompt", 3e-2, f"prompt tuning (peft), {n_tokens} virtual tokens", {"n_tokens": n_tokens})
+    return pm, MethodInfo("peft_prompt", GRIDS["prompt"], f"prompt tuning (peft), {n_tokens} virtual tokens", {"n_tokens": n_tokens})
 
 
 def _try_forward(model: nn.Module, name: str) -> None:
@@ -268,14 +262,21 @@ def peft_prefix(model: nn.Module, n_tokens: int = 20, **_) -> tuple[nn.Module, M
     "peft's prefix tuning: trained keys and values before every attention layer (checked to run first)."
     pm = get_peft_model(model, PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=n_tokens))
     _try_forward(pm, "prefix tuning")
-    return pm, MethodInfo("peft_prefix", 1e-2, f"prefix tuning (peft), {n_tokens} virtual tokens", {"n_tokens": n_tokens})
+    return pm, MethodInfo("peft_prefix", GRIDS["prefix"], f"prefix tuning (peft), {n_tokens} virtual tokens", {"n_tokens": n_tokens})
 
 # %% ../nbs/07_peft.ipynb #015e3d2d
 METHODS = {"majority": None, "probe": probe, "head": head_only, "last1": lambda m, **kw: last_layers(m, k=1, **kw),
            "last2": lambda m, **kw: last_layers(m, k=2, **kw), "bitfit": bitfit, "full": full_finetune,
            "lora": lora_scratch, "peft_lora": peft_lora, "peft_adalora": peft_adalora, "peft_ia3": peft_ia3,
            "peft_prompt": peft_prompt, "peft_prefix": peft_prefix}  # name -> fn(model, total_steps=..., **options) -> (model, info)
-SEEDLESS = ("majority", "probe")  # deterministic given the data: run with the first seed only
+SEEDLESS = ("majority", "probe")  # deterministic given the data (L-BFGS from zero): run with the first seed only
+
+
+def method_grid(method: str) -> tuple:
+    "The values a method's search starts from (see `GRIDS`)."
+    key = {"last1": "last", "last2": "last", "peft_lora": "lora", "peft_adalora": "lora", "peft_ia3": "ia3",
+           "peft_prompt": "prompt", "peft_prefix": "prefix"}.get(method, method)
+    return GRIDS[key]
 
 
 def prepare(method: str, # a key of METHODS
@@ -291,14 +292,11 @@ def prepare(method: str, # a key of METHODS
 
 def encoder_factory(name: str | None = None, # None: the packaged MiniLM
                     device: str | None = None, # see `ft_kit.models.get_device`
+                    pooling: str = "auto", # what the head reads (see `ft_kit.models.pooling_for`): MiniLM's own mean pooling
                    ) -> Callable: # make(seed) -> (model, tokenizer)
     "Load the encoder once; each call returns a copy whose new head is initialised from `seed`."
-    base, tok = load_encoder(name, device=device)
-    def make(seed: int):
-        m = copy.deepcopy(base); torch.manual_seed(seed)
-        nn.init.normal_(m.classifier.weight, std=m.config.initializer_range); nn.init.zeros_(m.classifier.bias)
-        return m, tok
-    return make
+    base, tok = load_encoder(name, device=device, pooling=pooling)
+    return lambda seed: (fresh_head(copy.deepcopy(base), seed), tok)
 
 # %% ../nbs/07_peft.ipynb #6a0c17c3
 def predicted_share(metrics: dict) -> float:
@@ -322,127 +320,177 @@ def saved_mb(model: nn.Module) -> float:
         torch.save(trainable_state(model), Path(d) / "trainable.pt"); return checkpoint_mb(Path(d) / "trainable.pt")
 
 
-def _majority(name: str, data: dict, pcfg: ProtocolConfig, **kw) -> Path:
-    "The record of the constant prediction of the training sample's most frequent class."
+def _majority(name: str, data: dict, budget: Budget, **kw) -> dict:
+    "The record of the constant prediction of the training sample's most frequent class (the baseline: never gated)."
     cls = int(np.bincount(data["train"]["label"]).argmax())
     ev = lambda df: evaluate(df["label"].to_numpy(), np.eye(2)[np.full(len(df), cls)])
-    return save_result(name, {"protocol": asdict(pcfg)}, ev(data["validation"]), split=("validation", data["validation"]),
-                       method="majority", label="majority", description=f"always class {cls}", seed=0, test=ev(data["test"]),
-                       train_time_s=0.0, checkpoint_mb=0.0, params={"total": 0, "trainable": 0}, **kw)
+    path = save_result(name, {}, ev(data["validation"]), split=("validation", data["validation"]), method="majority",
+                       label="majority", description=f"always class {cls}", seed=0, value=None, test=ev(data["test"]),
+                       protocol=asdict(budget), overrides={}, valid=True, failed=[], train_time_s=0.0, checkpoint_mb=0.0,
+                       params={"total": 0, "trainable": 0}, **kw)
+    return json.loads(path.read_text())
 
 # %% ../nbs/07_peft.ipynb #aea22842
-def _fit(model: nn.Module, info: MethodInfo, data: dict, cfg: TrainConfig, tok) -> TrainResult:
-    "Train with the kit's loop (inside the method's hook), or fit the probe."
-    if not isinstance(model, MeanPoolProbe):
-        with (info.hook(model) if info.hook else nullcontext()):
-            return train(model, {"train": data["train"], "validation": data["validation"]}, cfg, tok, progress=False)
-    t0 = time.perf_counter(); model.to(cfg.device or next(model.parameters()).device).eval()
-    dev = next(model.parameters()).device
-    X, y = zip(*[(model.embed(b["input_ids"].to(dev), b["attention_mask"].to(dev)), b["labels"].to(dev))
-                 for b in make_loader(data["train"], tok, cfg.batch_size * 2, max_length=cfg.max_length)])
-    model.classifier.load_state_dict(fit_logistic(torch.cat(X), torch.cat(y), model.classifier.out_features, info.options["l2"]).state_dict())
-    val = evaluate_model(model, make_loader(data["validation"], tok, cfg.batch_size * 2, max_length=cfg.max_length))
+def _embeddings(model: "MeanPoolProbe", df: pd.DataFrame, tok, cfg: TrainConfig, stores: dict) -> tuple[Tensor, Tensor]:
+    "The frozen mean-pooled embeddings and labels of `df`, computed once per (rows, precision) and kept in `stores`."
+    key = ("probe", split_hash(df), cfg.precision)
+    if key not in stores:
+        dev = next(model.parameters()).device
+        with autocast(cfg.precision, dev):
+            X, y = zip(*[(model.embed(b["input_ids"].to(dev), b["attention_mask"].to(dev)).float(), b["labels"].to(dev))
+                         for b in make_loader(df, tok, cfg.batch_size * 2, max_length=cfg.max_length)])
+        stores[key] = (torch.cat(X), torch.cat(y))
+    return stores[key]
+
+
+def _fit_probe(model: "MeanPoolProbe", l2: float, data: dict, cfg: TrainConfig, tok, stores: dict) -> TrainResult:
+    "Fit the probe's logistic regression to convergence and score it on validation."
+    t0 = time.perf_counter(); model.eval()
+    X, y = _embeddings(model, data["train"], tok, cfg, stores)
+    model.classifier.load_state_dict(fit_logistic(X, y, model.classifier.out_features, l2).state_dict())
+    val = evaluate_model(model, make_loader(data["validation"], tok, cfg.batch_size * 2, max_length=cfg.max_length), cfg.precision)
     return TrainResult(history={"train": [], "eval": [{"step": 1, "epoch": 1.0, **val}]}, best=val, best_step=1, steps=1,
                        stopped_early=False, train_time_s=time.perf_counter() - t0, tokens=0, padded_tokens=0)
 
 
-def run_one(method: str, # a key of METHODS
-            data: dict, # from `protocol_data`
-            pcfg: ProtocolConfig, # the protocol
+def _fit(model: nn.Module, info: MethodInfo, data: dict, cfg: TrainConfig, tok, stores: dict) -> TrainResult:
+    "Train with the kit's loop (inside the method's hook), or fit the probe."
+    if isinstance(model, MeanPoolProbe): return _fit_probe(model, info.options["l2"], data, cfg, tok, stores)
+    with (info.hook(model) if info.hook else nullcontext()):
+        return train(model, {"train": data["train"], "validation": data["validation"]}, cfg, tok, progress=False)
+
+
+def run_one(label: str, # the row, e.g. 'lora' or 'lora_r2'
+            method: str, # a key of METHODS
+            options: dict, # the method's settings (r=..., k=...); 'overrides' holds TrainConfig changes
+            value: float | None, # the searched value: the learning rate (the probe: its L2 penalty)
+            seed: int, # the training seed
+            data: dict, # from `ft_kit.experiment.budget_data`
+            budget: Budget, # the protocol's budget
             make_model: Callable, # seed -> (model, tokenizer), e.g. `encoder_factory()`
-            seed: int = 0, # the training seed
-            label: str | None = None, # the row name (default: the method); variants such as 'lora_r2' need their own
+            prefix: str = "peft", # records are named by `ft_kit.experiment.run_name`
             results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
-            **options, # the method's settings; `lr` overrides the method's learning rate, `epochs` the protocol's
-           ) -> Path: # the record written
-    "Prepare, train and evaluate one method with one seed, and write its registry record."
-    label = label or method
-    name, kw = f"{pcfg.prefix}-{label}-s{seed}", dict(results_dir=results_dir, overwrite=True)
-    if method == "majority": return _majority(name, data, pcfg, **kw)
-    lr, epochs = options.pop("lr", None), options.pop("epochs", None)
-    if epochs: pcfg = replace(pcfg, epochs=epochs)  # a sweep over training length: recorded in the record's protocol
+            stores: dict | None = None, # frozen-bottom caches shared between runs (see `cached_bottom`)
+           ) -> dict: # the run's record (read back if it exists already: an interrupted protocol continues)
+    "Prepare, train, gate and evaluate one method at one value and seed, and write its registry record."
+    name = run_name(prefix, label, seed, None if method == "majority" else value)
+    if (old := find_result(name, results_dir)) is not None: return old
+    if method == "majority": return _majority(name, data, budget, results_dir=results_dir, overwrite=True)
+    opts = dict(options); overrides = opts.pop("overrides", {})
     model, tok = make_model(seed)
-    try: model, info = prepare(method, model, total_steps(len(data["train"]), pcfg), **options)
+    n = len(data["train"])
+    try: model, info = prepare(method, model, total_steps(n, budget), **({"l2": value} if method == "probe" else {}), **opts)
     except MethodUnavailable as e:
-        return save_result(name, {"protocol": asdict(pcfg)}, {}, method=method, label=label, seed=seed, status="unavailable", reason=str(e), **kw)
-    steps = total_steps(len(data["train"]), pcfg)
-    cfg = TrainConfig(lr=lr or info.lr, epochs=pcfg.epochs, batch_size=pcfg.batch_size, seed=seed, max_length=pcfg.max_length,
-                      metric="accuracy", eval_every=steps if pcfg.final_eval_only else None, device=str(next(model.parameters()).device))
-    res = _fit(model, info, data, cfg, tok)
-    test = evaluate_model(model, make_loader(data["test"], tok, pcfg.batch_size * 2, max_length=pcfg.max_length))
-    res.checkpoint_mb, share = saved_mb(model), predicted_share(test)
-    desc = info.description + (f", lr {lr:g}" if lr else "") + (f", {epochs} epochs" if epochs else "")  # sweep rows say so
-    return record_run(name, model, cfg, res, data, method=method, label=label, description=desc, seed=seed,
-                      options=info.options, test=test, predicted_share=share, collapsed=share > pcfg.collapse_share,
-                      blocks=trainable_blocks(model), protocol=asdict(pcfg), status="ok", **kw)
+        path = save_result(name, {}, {}, method=method, label=label, seed=seed, value=value, status="unavailable", valid=False,
+                           failed=[str(e)], reason=str(e), protocol=asdict(budget), results_dir=results_dir, overwrite=True)
+        return json.loads(path.read_text())
+    head_lr = None if method == "head" or not any(p.requires_grad for n_, p in model.named_parameters() if not is_head(n_)) else HEAD_LR
+    cfg = train_config(budget, n, value, seed, head_lr=head_lr, device=str(next(model.parameters()).device), **overrides)
+    stores = {} if stores is None else stores
+    store = stores.setdefault(("bottom", frozen_layers(model), cfg.precision), {})
+    before = trainable_state(model)
+    with cached_bottom(model, store):
+        res = _fit(model, info, data, cfg, tok, stores)
+        test = evaluate_model(model, make_loader(data["test"], tok, budget.batch_size * 2, max_length=budget.max_length), cfg.precision)
+    change = weight_change(before, model)
+    failed = failures(res.best, change)
+    extra = {"ranks": adalora_ranks(model)} if method == "peft_adalora" else {}
+    res.checkpoint_mb = saved_mb(model)
+    path = record_run(name, model, cfg, res, data, method=method, label=label, description=info.description, seed=seed,
+                      value=value, lr=None if method == "probe" else value, options=info.options, overrides=overrides,
+                      test=test, predicted_share=predicted_share(res.best), weight_change=change, valid=not failed,
+                      failed=failed, blocks=trainable_blocks(model), protocol=asdict(budget), status="ok",
+                      results_dir=results_dir, overwrite=True, **extra)
+    return json.loads(path.read_text())
 
 # %% ../nbs/07_peft.ipynb #6fe021fa
+def run_method(label: str, # the row's name
+               method: str, # a key of METHODS
+               options: dict, # its settings; 'grid' replaces the method's search grid
+               data: dict, # from `budget_data`
+               budget: Budget, # the protocol's budget
+               make_model: Callable | None, # seed -> (model, tokenizer)
+               prefix: str = "peft", # the protocol's record prefix
+               results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
+               stores: dict | None = None, # frozen-bottom caches shared between runs
+              ) -> dict: # the search record: chosen value, every value tried, the reason if every one failed
+    "One row of the protocol: the search on validation (first seed), the other seeds at the chosen value, a search record."
+    opts = dict(options); grid = tuple(opts.pop("grid", method_grid(method) if method != "majority" else (None,)))
+    widen = opts.pop("widen", 2)  # extra values the search may add beyond the grid
+    seen = []
+    def run(v, s):
+        seen.append(run_one(label, method, opts, v, s, data, budget, make_model, prefix, results_dir, stores)); return seen[-1]
+    if method == "majority": out = {"chosen": None, "runs": [run(None, 0)], "tried": []}
+    else: out = search(run, grid, budget.seeds[:1] if method in SEEDLESS else budget.seeds, widen)
+    reasons = sorted({f for r in seen for f in r.get("failed", [])})
+    why = "" if out["chosen"] is not None or method == "majority" else "every value tried failed: " + "; ".join(reasons)
+    path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method=method, options=options,
+                       description=seen[0].get("description", method), grid=list(grid), chosen=out["chosen"],
+                       tried=out["tried"], reason=why, protocol=asdict(budget), results_dir=results_dir, overwrite=True)
+    return json.loads(path.read_text())
+
+
 def run_protocol(methods: list, # method names, or (label, method, options) for variants, e.g. ('lora_r2', 'lora', {'r': 2})
-                 pcfg: ProtocolConfig | None = None, # the protocol (default ProtocolConfig())
+                 budget: Budget | None = None, # the budget (default `protocol_budget()`)
                  make_model: Callable | None = None, # seed -> (model, tokenizer); default: the packaged MiniLM
-                 seeds: tuple | None = None, # override pcfg.seeds for these methods
+                 prefix: str = "peft", # records are named <prefix>-<label>-...
                  results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
-                ) -> list[Path]: # one record per (method, seed)
-    "Run every method with every seed under one protocol, writing one registry record per run."
-    pcfg = pcfg or ProtocolConfig(); data = protocol_data(pcfg); seeds = tuple(seeds or pcfg.seeds)
+                ) -> list[dict]: # one search record per row
+    "Run every row of the protocol (search, then seeds) under one budget; records that exist are read, not re-run."
+    budget = budget or protocol_budget(); data = budget_data(budget)
     specs = [(m, m, {}) if isinstance(m, str) else tuple(m) for m in methods]
     if bad := [m for _, m, _ in specs if m not in METHODS]: raise ValueError(f"unknown method(s) {bad}: choose from {list(METHODS)}")
-    make_model = make_model or (encoder_factory() if any(m != "majority" for _, m, _ in specs) else None)
-    return [run_one(m, data, pcfg, make_model, s, label, results_dir, **dict(opts))
-            for label, m, opts in specs for s in (seeds[:1] if m in SEEDLESS else seeds)]
+    make_model = make_model or (encoder_factory(pooling=budget.pooling) if any(m != "majority" for _, m, _ in specs) else None)
+    stores = {}
+    return [run_method(label, m, dict(opts), data, budget, make_model, prefix, results_dir, stores) for label, m, opts in specs]
 
 # %% ../nbs/07_peft.ipynb #c073baf6
-def _row(r: dict) -> dict:
-    "One record as a flat row."
-    p, t = r.get("params") or {}, r.get("test") or {}
-    total = p.get("total") or 0
-    return {"label": r.get("label"), "method": r.get("method"), "description": r.get("description", ""), "seed": r.get("seed"),
-            "status": r.get("status", "ok"), "reason": r.get("reason", ""), "trainable": p.get("trainable", 0),
-            "backbone": p.get("trainable_backbone", 0), "head": p.get("trainable_head", 0), "adapter": p.get("trainable_adapter", 0),
-            "trainable_pct": 100 * p.get("trainable", 0) / total if total else 0.0,
-            "val_acc": (r.get("metrics") or {}).get("accuracy"), "test_acc": t.get("accuracy"), "test_f1": t.get("macro_f1"),
-            "majority_acc": t.get("majority_accuracy"), "train_time_s": r.get("train_time_s"),
-            "peak_memory_mb": r.get("peak_memory_mb"), "checkpoint_mb": r.get("checkpoint_mb"), "collapsed": bool(r.get("collapsed"))}
-
-
 def protocol_table(prefix: str = "peft", # the protocol's record prefix
                    results_dir=None, # default: see `ft_kit.results.search_dirs`
-                  ) -> pd.DataFrame: # one row per method label, in METHODS order
-    "Aggregate a protocol's records: parameters, accuracy and macro-F1 mean and std over seeds, cost, collapse."
-    rows = pd.DataFrame([_row(r) for r in load_results(f"{prefix}-*", results_dir)])
-    if rows.empty: return rows
-    g = rows.groupby("label", sort=False)
-    out = g.agg(method=("method", "first"), description=("description", "first"), status=("status", "first"),
-                reason=("reason", "first"), seeds=("seed", "nunique"), collapsed=("collapsed", "any"),
-                **{c: (c, "mean") for c in ("trainable", "backbone", "head", "adapter", "trainable_pct", "val_acc",
-                                             "test_acc", "test_f1", "majority_acc", "train_time_s", "peak_memory_mb", "checkpoint_mb")},
-                **{f"{c}_std": (c, "std") for c in ("val_acc", "test_acc", "test_f1")})
+                  ) -> pd.DataFrame: # one row per label, in METHODS order; accuracies from valid runs only
+    "Aggregate a protocol (`ft_kit.experiment.aggregate`): parameters, accuracy over seeds, cost, failures."
+    t = aggregate(prefix, results_dir)
+    if t.empty: return t
+    p = t["params"].map(lambda d: d or {})
+    t = t.assign(trainable=p.map(lambda d: d.get("trainable", 0)), backbone=p.map(lambda d: d.get("trainable_backbone", 0)),
+                 head=p.map(lambda d: d.get("trainable_head", 0)), adapter=p.map(lambda d: d.get("trainable_adapter", 0)),
+                 trainable_pct=p.map(lambda d: 100 * d.get("trainable", 0) / d["total"] if d.get("total") else 0.0),
+                 val_acc=t["val_acc_mean"], val_acc_std=t["val_acc_std"], test_acc=t["test_acc_mean"],
+                 test_acc_std=t["test_acc_std"], failed=t["status"] == "failed")
     order = {m: i for i, m in enumerate(METHODS)}
-    return out.iloc[sorted(range(len(out)), key=lambda i: (order.get(out["method"].iloc[i], 99), out.index[i]))]
+    return t.iloc[sorted(range(len(t)), key=lambda i: (order.get(t["method"].iloc[i], 99), t.index[i]))]
 
 
 def show_table(t: pd.DataFrame) -> pd.DataFrame:
-    "The protocol table as the lesson prints it: percentages with the spread over seeds, costs, notes."
-    pm = lambda m, s: "" if pd.isna(m) else f"{100 * m:.1f}" + ("" if pd.isna(s) else f" ± {100 * s:.1f}")
-    note = lambda r: ("not run: " + r.reason) if r.status == "unavailable" else (
-        "collapsed to the majority class" if r.collapsed and r.method != "majority" else "")
+    "The protocol table as the lesson prints it: mean ± std over seeds (min-max), the chosen value, costs, failures."
+    pm = lambda r, k: "" if pd.isna(r[f"{k}_mean"]) else (f"{100 * r[f'{k}_mean']:.1f}" + (
+        "" if pd.isna(r[f"{k}_std"]) else f" ± {100 * r[f'{k}_std']:.1f} ({100 * r[f'{k}_min']:.1f}-{100 * r[f'{k}_max']:.1f})"))
+    num = lambda v, f: "" if v is None or pd.isna(v) else format(v, f)
     return pd.DataFrame({"method": t["description"], "trainable": t["trainable"].map(lambda v: f"{int(v):,}"),
                          "% trained": t["trainable_pct"].map(lambda v: f"{v:.3g}"),
-                         "backbone/head/adapter": [f"{int(a):,} / {int(b):,} / {int(c):,}" for a, b, c in zip(t["backbone"], t["head"], t["adapter"])],
-                         "val acc %": [pm(m, s) for m, s in zip(t["val_acc"], t["val_acc_std"])],
-                         "test acc %": [pm(m, s) for m, s in zip(t["test_acc"], t["test_acc_std"])],
-                         "test macro-F1 %": [pm(m, s) for m, s in zip(t["test_f1"], t["test_f1_std"])],
-                         "train s": t["train_time_s"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}"),
-                         "peak MB": t["peak_memory_mb"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}"),
-                         "checkpoint MB": t["checkpoint_mb"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
-                         "seeds": t["seeds"], "note": [note(r) for r in t.itertuples()]}, index=t.index)
+                         "chosen lr (probe: L2)": t["chosen"].map(lambda v: num(v, ".0e")),
+                         "val acc %": [pm(r, "val_acc") for _, r in t.iterrows()],
+                         "test acc %": [pm(r, "test_acc") for _, r in t.iterrows()],
+                         "train s": t["train_time_s"].map(lambda v: num(v, ".0f")),
+                         "peak MB": t["peak_memory_mb"].map(lambda v: num(v, ".0f")),
+                         "checkpoint MB": t["checkpoint_mb"].map(lambda v: num(v, ".2f")),
+                         "seeds": t["seeds"], "note": t["reason"].where(t["failed"], "")}, index=t.index)
+
+
+def search_curves(prefix: str = "peft", # the protocol's record prefix
+                  results_dir=None, # default: see `ft_kit.results.search_dirs`
+                 ) -> pd.DataFrame: # label, method, value, val_acc, valid, chosen
+    "Every value each row's search tried, with its validation accuracy (first seed), for the search figure."
+    rows = [{"label": s["label"], "method": s["method"], "value": v, "val_acc": a, "valid": ok, "chosen": v == s["chosen"]}
+            for s in load_results(f"{prefix}-*-search", results_dir) for v, a, ok, _ in s.get("tried", [])]
+    return pd.DataFrame(rows, columns=["label", "method", "value", "val_acc", "valid", "chosen"])
 
 # %% ../nbs/07_peft.ipynb #dadcd872
 def trainable_map(prefix: str = "peft", # the protocol's record prefix
                   results_dir=None, # default: see `ft_kit.results.search_dirs`
                  ) -> pd.DataFrame: # rows: method labels; columns: blocks; values: share of the block that trains
     "Share of each block's parameters that train, per method, from the records' `blocks`."
-    recs = {r["label"]: r["blocks"] for r in load_results(f"{prefix}-*", results_dir) if r.get("blocks")}
+    recs = {r["label"]: r["blocks"] for r in load_results(f"{prefix}-*", results_dir) if r.get("blocks") and r.get("seed") == 0}
     df = pd.DataFrame({k: {b: t / n if n else 0.0 for b, (t, n) in v.items()} for k, v in recs.items()}).T
     order = {m: i for i, m in enumerate(METHODS)}
     return df.loc[sorted(df.index, key=lambda k: (order.get(k, 99), k))].fillna(0.0)
@@ -456,8 +504,8 @@ def lora_rank_summary(model: nn.Module, # the base model (before any adapter)
                      ) -> dict: # adapter, head, trainable, total, adapter_mb (float32), scaling, measured: [(alpha, test acc)]
     "What a LoRA of rank r costs on `model`, and the test accuracies of the registry's LoRA runs at that rank."
     c = lora_param_count(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules)))
-    runs = [x for x in records if x.get("method") in ("lora", "peft_lora") and x.get("test") and (x.get("options") or {}).get("r") == r
-            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)
-            and not re.search(r", lr [^,]+$|, \d+ epochs$", x.get("description", ""))]  # not the lr / epochs sweep rows
+    runs = [x for x in records if x.get("method") in ("lora", "peft_lora") and x.get("test") and x.get("valid")
+            and (x.get("options") or {}).get("r") == r and not x.get("overrides")  # the overrides rows change training, not LoRA
+            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)]
     return {**c, "adapter_mb": 4 * (c["adapter"] + c["head"]) / 2**20, "scaling": alpha / r,
             "measured": [(x["options"]["alpha"], x["test"]["accuracy"]) for x in runs]}

@@ -15,9 +15,9 @@ __all__ = ['DPI', 'new_ax', 'plot_lora_params', 'plot_confusion_matrix', 'plot_r
            'plot_token_lengths', 'plot_bce_curve', 'plot_softmax_grad', 'plot_ce_vs_mse', 'plot_smoothing',
            'plot_params_per_block', 'smooth', 'plot_training_curves', 'plot_val_curves', 'plot_lr_sweep',
            'plot_k_curves', 'plot_demo_variance', 'plot_calibration_effect', 'plot_label_budget',
-           'plot_prompt_predictions', 'plot_transfer', 'plot_accuracy_vs_params', 'plot_trainable_map',
-           'plot_lora_rank', 'plot_block_shares', 'plot_backends', 'plot_accuracy_matrix', 'plot_accuracy_matrices',
-           'plot_tradeoff', 'plot_sentiment_stream']
+           'plot_prompt_predictions', 'plot_transfer', 'spread_labels', 'plot_accuracy_vs_params', 'plot_trainable_map',
+           'plot_lora_rank', 'plot_block_shares', 'plot_lr_search', 'plot_backends', 'plot_accuracy_matrix',
+           'plot_accuracy_matrices', 'plot_tradeoff', 'plot_sentiment_stream']
 
 # %% ../nbs/80_plots.ipynb #3ff8feb7
 DPI = 80  # dots per inch of every figure the kit draws (keeps committed notebooks small)
@@ -435,16 +435,32 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 
 
-def plot_accuracy_vs_params(table: pd.DataFrame,  # `ft_kit.peft_methods.protocol_table`: trainable, test_acc, test_acc_std, collapsed, majority_acc
+def spread_labels(y: list[float], # the points' heights, in data units
+                  gap: float, # the smallest distance wanted between two labels
+                 ) -> list[float]: # label heights, in the same order, at least `gap` apart, as close to `y` as possible
+    "Heights for labels so that no two overlap: sorted, pushed apart upwards, then centred on the points again."
+    order = np.argsort(y); out = np.array(y, dtype=float)[order]
+    for i in range(1, len(out)): out[i] = max(out[i], out[i - 1] + gap)
+    out -= (out - np.sort(np.asarray(y, dtype=float))).mean()  # keep the labels centred on their points
+    res = np.empty_like(out); res[order] = out
+    return res.tolist()
+
+
+def plot_accuracy_vs_params(table: pd.DataFrame,  # `ft_kit.peft_methods.protocol_table`: trainable, test_acc, test_acc_std, majority_acc
                             ax: Axes | None = None,  # draw here if given
                            ) -> Figure:  # the figure
-    "Test accuracy against trainable parameters (log x), error bars over seeds, collapsed runs marked with a cross."
-    fig, ax = new_ax(ax, (6, 3.6))
+    "Test accuracy against trainable parameters (log x), error bars over seeds; labels set apart so none overlap."
+    fig, ax = new_ax(ax, (7, 4.2))
     t = table[(table["trainable"] > 0) & table["test_acc"].notna()]
-    for i, (label, r) in enumerate(t.iterrows()):
+    acc = (100 * t["test_acc"]).tolist()
+    span = max(acc) - min(acc) if len(acc) > 1 else 1.0
+    heights = spread_labels(acc, gap=max(span, 1.0) / max(len(acc), 1) * 0.9)
+    for i, ((label, r), h) in enumerate(zip(t.iterrows(), heights)):
+        c = f"C{i % 10}"
         ax.errorbar(r["trainable"], 100 * r["test_acc"], yerr=100 * (0 if pd.isna(r["test_acc_std"]) else r["test_acc_std"]),
-                    fmt="x" if r["collapsed"] else "o", color="tab:red" if r["collapsed"] else f"C{i % 10}", capsize=3)
-        ax.annotate(label, (r["trainable"], 100 * r["test_acc"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+                    fmt="o", color=c, capsize=3)
+        ax.annotate(label, (r["trainable"], 100 * r["test_acc"]), xytext=(r["trainable"] * 1.6, h), fontsize=7, color=c,
+                    va="center", arrowprops={"arrowstyle": "-", "color": c, "lw": 0.5})
     if table["majority_acc"].notna().any():
         ax.axhline(100 * table["majority_acc"].dropna().iloc[0], color="gray", ls="--", lw=1, label="majority class")
         ax.legend(fontsize=8, loc="lower right")
@@ -497,6 +513,24 @@ def plot_block_shares(shares: dict,  # block -> share of its parameters that tra
     ax.set_yticks(range(len(names)), names, fontsize=7); ax.invert_yaxis()
     ax.set(xscale="log", xlim=(1e-6, 1.5), xlabel="share trained (log)", title=title or "trainable share per block")
     ax.title.set_fontsize("small")
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/80_plots.ipynb #10ab25c7
+def plot_lr_search(curves: pd.DataFrame,  # `ft_kit.peft_methods.search_curves`: label, value, val_acc, valid, chosen
+                   ax: Axes | None = None,  # draw here if given
+                  ) -> Figure:  # the figure
+    "Validation accuracy against the searched value (log x), one line per method; crosses failed, filled the chosen."
+    fig, ax = new_ax(ax, (7, 4))
+    for i, (label, g) in enumerate(curves.sort_values("value").groupby("label", sort=False)):
+        c = f"C{i % 10}"
+        ax.plot(g["value"], 100 * g["val_acc"], "-", color=c, lw=1, label=label)
+        for _, r in g.iterrows():
+            ax.plot(r["value"], 100 * r["val_acc"], "x" if not r["valid"] else "o", color=c,
+                    mfc=c if r["chosen"] else "none", ms=7 if r["chosen"] else 5)
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate (probe: L2 penalty), log scale", ylabel="validation accuracy (%)", title="the search, first seed")
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
     return fig
 

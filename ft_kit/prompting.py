@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .data import sample_balanced
 from .metrics import evaluate
 from .models import mean_pool
+from .train import autocast
 
 # %% auto #0
 __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache', 'encode_prefix',
@@ -147,8 +148,15 @@ def class_logprobs(model: nn.Module,  # a causal LM
                    batch_size: int = 16,  # prompts per forward pass
                    padding_side: str = "left",  # see `score_rows`
                    max_length: int | None = None,  # the model's context; default from its config
+                   precision: str = "fp32",  # 'fp32', 'bf16' or 'auto': forward passes under `ft_kit.train.autocast`
                   ) -> Tensor:  # (n_prompts, n_classes) log p(label word | prefix + prompt), summed over the word's tokens
     "Score each label word after each prompt: batched, and with the shared prefix encoded once."
+    with autocast(precision, _device(model)):
+        return _class_logprobs(model, tokenizer, prompts, words, prefix, use_cache, batch_size, padding_side, max_length)
+
+
+def _class_logprobs(model, tokenizer, prompts, words, prefix, use_cache, batch_size, padding_side, max_length) -> Tensor:
+    "`class_logprobs` inside its precision context."
     wids = verbalizer_ids(tokenizer, words)
     enc = lambda s: list(tokenizer(s, add_special_tokens=False)["input_ids"]) if s else []  # no BOS: set explicitly, same for every version
     pre = enc(prefix)

@@ -24,8 +24,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['RESULTS_ENV', 'TEST_SUBDIR', 'LESSON_SUBDIR', 'repo_root', 'committed_results_dir', 'resolve_results_dir',
            'search_dirs', 'lesson_results_dir', 'split_hash', 'describe_split', 'environment_info', 'peak_memory_mb',
-           'checkpoint_mb', 'safe_name', 'to_jsonable', 'save_result', 'load_results', 'get_result', 'results_table',
-           'fmt_metric', 'lookup', 'sentence']
+           'checkpoint_mb', 'safe_name', 'to_jsonable', 'save_result', 'load_results', 'find_result', 'get_result',
+           'results_table', 'fmt_metric', 'lookup', 'sentence']
 
 # %% ../nbs/04a_results.ipynb #c90562eb
 RESULTS_ENV = "FT_KIT_RESULTS_DIR"  # environment variable that overrides the default results folder
@@ -207,13 +207,22 @@ def load_results(pattern: str = "*", # glob pattern on the file stems, e.g. 'min
     return [found[k] for k in sorted(found)]
 
 
+def find_result(name: str, # a run name (as passed to `save_result`)
+                results_dir: str | Path | None = None, # default: see `search_dirs()`
+               ) -> dict | None: # the saved record, or None when there is none
+    "The saved record of one run, if it exists (resumable scripts skip runs that have one)."
+    stem = safe_name(name)
+    for d in search_dirs(results_dir):
+        if (Path(d) / f"{stem}.json").is_file(): return _read(Path(d) / f"{stem}.json")
+    return None
+
+
 def get_result(name: str, # a run name (as passed to `save_result`)
                results_dir: str | Path | None = None, # default: see `search_dirs()`
               ) -> dict: # the saved record
     "The saved record of one run."
+    if (found := find_result(name, results_dir)) is not None: return found
     stem = safe_name(name)
-    for d in search_dirs(results_dir):
-        if (Path(d) / f"{stem}.json").is_file(): return _read(Path(d) / f"{stem}.json")
     known = sorted({f.stem for d in search_dirs(results_dir) if Path(d).is_dir() for f in Path(d).glob("*.json")})
     raise KeyError(f"no result named {stem!r}; saved results: {known or 'none'}. Run `make results` "
                    "(or the lesson that saves it) first")

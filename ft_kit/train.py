@@ -9,6 +9,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,14 +24,15 @@ from tqdm.auto import tqdm
 
 from .data import make_loader
 from .metrics import evaluate
-from .models import count_params, get_device
+from .models import count_params, get_device, param_kind
 from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result
 
 # %% auto #0
-__all__ = ['naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
-           'make_optimizer', 'warmup_linear', 'make_scheduler', 'logits_of', 'to_device', 'logits_and_labels',
-           'predict', 'evaluate_model', 'TrainingDiverged', 'check_loss', 'train_step', 'TrainResult',
-           'trainable_state', 'load_trainable', 'Run', 'train', 'record_run', 'set_dropout', 'confident_errors']
+__all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
+           'make_optimizer', 'warmup_linear', 'make_scheduler', 'bf16_fast', 'resolve_precision', 'autocast',
+           'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'TrainingDiverged', 'check_loss',
+           'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'Run', 'train', 'record_run',
+           'set_dropout', 'confident_errors']
 
 # %% ../nbs/04b_train.ipynb #9cb53b54
 def naive_train(model: nn.Module, # a transformers classifier (it computes its own loss from `labels`)
@@ -62,6 +64,7 @@ def naive_train(model: nn.Module, # a transformers classifier (it computes its o
 class TrainConfig:
     "Everything that decides a fine-tuning run (saved with its result)."
     lr: float = 5e-5  # peak learning rate of AdamW
+    head_lr: float | None = None  # peak learning rate of the classification head; None: `lr` (a new head often wants more)
     epochs: int = 2  # passes over the training split
     batch_size: int = 16  # examples per optimizer step
     weight_decay: float = 0.01  # AdamW decoupled weight decay (never on biases or LayerNorm weights)
@@ -77,6 +80,7 @@ class TrainConfig:
     max_length: int = 128  # truncate texts to this many tokens when given DataFrames
     output_dir: str | None = None  # where best.pt and last.pt (for resuming) go; None: keep the best in memory
     tensorboard: bool = False  # also log to TensorBoard under output_dir/tensorboard (needs `tensorboard`)
+    precision: str = "fp32"  # 'fp32'; 'bf16' (autocast; fp32 master weights, optimizer and loss); 'auto': bf16 where fast
     accelerate: bool = False  # run under Hugging Face Accelerate (ft_kit.distributed): several processes or GPUs, bf16 on GPUs
 
 # %% ../nbs/04b_train.ipynb #40077e5b
@@ -112,25 +116,28 @@ def decays(name: str, # the parameter's name, e.g. 'bert.encoder.layer.0.output.
 
 def param_groups(model: nn.Module, # any torch model; frozen parameters are left out
                  weight_decay: float, # decay for the weight matrices
-                ) -> list[dict]: # two AdamW parameter groups, each with its 'param_names'
-    "Split the trainable parameters into a decayed and a non-decayed group."
-    groups = [{"params": [], "param_names": [], "weight_decay": weight_decay},
-              {"params": [], "param_names": [], "weight_decay": 0.0}]
+                 head_lr: float | None = None, # the classification head's own learning rate; None: the optimizer's
+                ) -> list[dict]: # AdamW parameter groups (decayed or not; head apart when head_lr is set), with 'param_names'
+    "Split the trainable parameters into a decayed and a non-decayed group (and the head into its own, if asked)."
+    groups = {}
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             if not p.requires_grad: continue
             name = f"{mname}.{pname}" if mname else pname
-            g = groups[0 if decays(name, module) else 1]
+            head = head_lr is not None and param_kind(name) == "head"
+            g = groups.setdefault((head, decays(name, module)), {"params": [], "param_names": [],
+                                  "weight_decay": weight_decay if decays(name, module) else 0.0, **({"lr": head_lr} if head else {})})
             g["params"].append(p); g["param_names"].append(name)
-    return [g for g in groups if g["params"]]
+    return [groups[k] for k in sorted(groups, key=lambda k: (k[0], not k[1]))]
 
 
 def make_optimizer(model: nn.Module, # the model to train
                    lr: float, # peak learning rate
                    weight_decay: float, # decay for the weight matrices
+                   head_lr: float | None = None, # the classification head's own peak rate; None: `lr`
                   ) -> torch.optim.AdamW: # fused AdamW where torch supports it on the device, else foreach
     "AdamW over `param_groups`, using the fastest implementation torch has for the device."
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, head_lr)
     if not groups: raise ValueError("the model has no trainable parameters: unfreeze some (requires_grad=True)")
     for kw in ({"fused": True}, {"foreach": True}, {}):
         try: return torch.optim.AdamW(groups, lr=lr, **kw)
@@ -154,6 +161,39 @@ def make_scheduler(opt: torch.optim.Optimizer, # the optimizer whose learning ra
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_linear(s, warmup, total))
 
 # %% ../nbs/04b_train.ipynb #2d697660
+PRECISIONS = ("fp32", "bf16", "auto")  # what TrainConfig.precision and the inference helpers accept
+
+
+def bf16_fast(device: str | torch.device | None = None, # the device to ask about; None: see `get_device`
+             ) -> bool: # True where bf16 matrix multiplies run in hardware (CUDA with bf16, CPUs with AMX or avx512_bf16)
+    "Does this device multiply bf16 matrices fast?"
+    device = get_device(device)
+    if device.type == "cuda": return torch.cuda.is_bf16_supported()
+    if device.type != "cpu": return False
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False  # not Linux: stay in fp32 rather than guess
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, # 'fp32', 'bf16' or 'auto'
+                      device: str | torch.device | None = None, # where the model runs
+                     ) -> str: # 'fp32' or 'bf16'
+    "The precision a run really uses: 'auto' becomes bf16 where `bf16_fast`, else fp32."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto": return "bf16" if bf16_fast(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, # 'fp32', 'bf16' or 'auto'
+             device: str | torch.device | None = None, # where the model runs
+            ): # a context manager: bf16 autocast, or nothing for fp32
+    "Mixed precision for a forward pass: matrix multiplies in bf16, weights and reductions kept in fp32."
+    device = get_device(device)
+    if resolve_precision(precision, device) == "fp32": return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+# %% ../nbs/04b_train.ipynb #f5cf8097
 def logits_of(model: nn.Module, # a transformers classifier, a peft wrapper of one, or a kit module
               batch: dict, # input_ids and attention_mask, already on the model's device
              ) -> torch.Tensor: # (B, C) logits
@@ -173,28 +213,32 @@ def to_device(batch: dict, device) -> dict:
 @torch.no_grad()
 def logits_and_labels(model: nn.Module, # the model to run (put in eval mode for the pass)
                       loader, # batches with input_ids, attention_mask, labels
+                      precision: str = "fp32", # 'fp32', 'bf16' or 'auto' (see `autocast`)
                      ) -> tuple[torch.Tensor, torch.Tensor]: # (N, C) float logits and (N,) labels, on the CPU
     "All logits and labels of a loader, in the loader's order, without dropout."
     device, was = next(model.parameters()).device, model.training
     model.eval(); logits, labels = [], []
     for b in loader:
-        logits.append(logits_of(model, to_device(b, device)).float().cpu()); labels.append(b["labels"])
+        with autocast(precision, device): out = logits_of(model, to_device(b, device))
+        logits.append(out.float().cpu()); labels.append(b["labels"])
     model.train(was)
     return torch.cat(logits), torch.cat(labels)
 
 
 def predict(model: nn.Module, # the model to run
             loader, # batches with input_ids and attention_mask (and labels)
+            precision: str = "fp32", # 'fp32', 'bf16' or 'auto' (see `autocast`)
            ) -> np.ndarray: # (N, C) class probabilities, in the loader's order
     "Class probabilities of every example of `loader`."
-    return F.softmax(logits_and_labels(model, loader)[0], dim=-1).numpy()
+    return F.softmax(logits_and_labels(model, loader, precision)[0], dim=-1).numpy()
 
 
 def evaluate_model(model: nn.Module, # the model to evaluate
                    loader, # batches with input_ids, attention_mask, labels
+                   precision: str = "fp32", # 'fp32', 'bf16' or 'auto' (see `autocast`)
                   ) -> dict: # 'loss' (mean cross-entropy) and everything `ft_kit.metrics.evaluate` reports
     "Cross-entropy and the kit's metrics of `model` on `loader`."
-    logits, labels = logits_and_labels(model, loader)
+    logits, labels = logits_and_labels(model, loader, precision)
     probs = F.softmax(logits, dim=-1).numpy()
     return {"loss": F.cross_entropy(logits, labels).item(), **evaluate(labels.numpy(), probs)}
 
@@ -218,9 +262,10 @@ def train_step(model: nn.Module, # the model, in train mode
                sched, # the learning-rate scheduler (stepped once)
                max_grad_norm: float | None, # clip the global gradient norm to this; None: no clipping
                step: int, # 1-based number of this step (for error messages)
+               precision: str = "fp32", # 'fp32', 'bf16' or 'auto': the forward pass under `autocast`
               ) -> tuple[float, float | None]: # the loss and the gradient norm before clipping
-    "One optimizer step: forward, loss, backward, clip, update, schedule."
-    logits = logits_of(model, batch)
+    "One optimizer step: forward (in `precision`), loss in fp32, backward, clip, update, schedule."
+    with autocast(precision, batch["labels"].device): logits = logits_of(model, batch)
     if batch["labels"].max() >= logits.shape[-1] or batch["labels"].min() < 0:
         raise ValueError(f"labels must be in 0..{logits.shape[-1] - 1} but got {batch['labels'].tolist()}: "
                          "load the model with num_labels equal to the number of classes")
@@ -249,6 +294,7 @@ class TrainResult:
     checkpoint: str | None = None  # path of best.pt (None when output_dir is None)
     checkpoint_mb: float = 0.0  # size of the best checkpoint (trainable weights only)
     result_file: str | None = None  # the results-registry JSON this run wrote, if any
+    precision: str = "fp32"  # the precision the run really used ('auto' resolved)
 
 
 def trainable_state(model: nn.Module) -> dict:
@@ -306,8 +352,9 @@ class Run:
     def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, callback=None):
         self.model, self.train_dl, self.val_dl, self.cfg, self.callback = model, train_dl, val_dl, cfg, callback
         self.total = cfg.epochs * len(train_dl)
+        self.precision = resolve_precision(cfg.precision, next(model.parameters()).device)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total)
-        self.opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+        self.opt = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr)
         self.sched = make_scheduler(self.opt, warmup, self.total)
         self.s = dict(step=0, epoch=0, batch=0, history={"train": [], "eval": []}, best_value=None, best_step=0,
                       best=dict(), bad=0, tokens=0, padded=0, elapsed=0.0, stopped_early=False, epoch_rng=None)
@@ -339,7 +386,7 @@ def _evaluate(self: Run) -> bool:
     s, cfg = self.s, self.cfg
     last = s["history"]["eval"][-1]["step"] if s["history"]["eval"] else 0
     recent = [r["loss"] for r in s["history"]["train"] if r["step"] > last]
-    m = evaluate_model(self.model, self.val_dl)
+    m = evaluate_model(self.model, self.val_dl, self.precision)
     rec = {"step": s["step"], "epoch": s["step"] / len(self.train_dl), "train_loss": float(np.mean(recent)) if recent else None, **m}
     s["history"]["eval"].append(rec)
     if cfg.metric not in m: raise KeyError(f"metric {cfg.metric!r} is not among {sorted(m)}")
@@ -378,7 +425,8 @@ def _fit(self: Run, progress: bool = True) -> None:
     while s["epoch"] < cfg.epochs and not s["stopped_early"]:
         for b in self.batches(s["epoch"]):
             s["tokens"] += int(b["attention_mask"].sum()); s["padded"] += b["attention_mask"].numel()
-            loss, norm = train_step(self.model, to_device(b, dev), self.opt, self.sched, cfg.max_grad_norm, s["step"] + 1)
+            loss, norm = train_step(self.model, to_device(b, dev), self.opt, self.sched, cfg.max_grad_norm, s["step"] + 1,
+                                    self.precision)
             s["step"] += 1; s["batch"] += 1; s["elapsed"] = time.perf_counter() - t0
             lr = self.sched.get_last_lr()[0]
             s["history"]["train"].append({"step": s["step"], "epoch": s["epoch"], "loss": loss, "lr": lr, "grad_norm": norm})
@@ -438,7 +486,8 @@ def _finish(run: Run, data: dict, record: str | None) -> TrainResult:
     size = checkpoint_mb(best_pt) if best_pt else sum(t.numel() * t.element_size() for t in trainable_state(run.model).values()) / 2**20
     res = TrainResult(history=s["history"], best=s["best"], best_step=s["best_step"] if run.val_dl is not None else s["step"],
                       steps=s["step"], stopped_early=s["stopped_early"], train_time_s=s["elapsed"], tokens=s["tokens"],
-                      padded_tokens=s["padded"], checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size)
+                      padded_tokens=s["padded"], checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size,
+                      precision=run.precision)
     if record: res.result_file = str(record_run(record, run.model, run.cfg, res, data))
     return res
 
@@ -457,6 +506,7 @@ def record_run(name: str, # the run's name in the registry
     return save_result(name, cfg, res.best, split=split, train_time_s=res.train_time_s, steps=res.steps,
                        best_step=res.best_step, stopped_early=res.stopped_early, tokens=res.tokens,
                        padded_tokens=res.padded_tokens, params=count_params(model), checkpoint_mb=res.checkpoint_mb,
+                       precision=res.precision,
                        peak_memory_mb=peak_memory_mb(next(model.parameters()).device),
                        train_split=describe_split("train", trn) if isinstance(trn, pd.DataFrame) else None,
                        history={"train": res.history["train"][::max(1, len(res.history["train"]) // 200)],
