@@ -24,7 +24,7 @@ from torch import nn
 from ft_kit.data import TextDataset, load_splits, make_loader, sample_balanced
 from ft_kit.models import get_device, load_encoder
 from ft_kit.results import save_result
-from ft_kit.train import TrainConfig, autocast, naive_train, predict, seed_everything, train
+from ft_kit.train import TrainConfig, naive_train, predict, seed_everything, train
 
 N = int(os.environ.get("BENCH_N", 512))  # training snippets
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", 1))  # passes over them

@@ -89,14 +89,14 @@ def run_protocol_part() -> float:
 
 
 def run_transfer_part() -> float:
-    "Both starts of lesson 05 on every size; returns the seconds taken."
+    "Both starts of lesson 05 on every size (its TransferConfig: not yet on the experiment layer's search); returns the seconds."
     from ft_kit.transfer import TransferConfig, run_transfer
     scale = float(_env("PROTOCOL_SCALE", "1"))
     tc = TransferConfig()
     if scale < 1: tc = TransferConfig(sizes=(32, 128), n_eval=max(32, round(1215 * scale)), min_steps=10, prefix="transferscaled")
     print(f"transfer: sizes {tc.sizes}, seeds {tc.seeds}, prefix {tc.prefix!r}", flush=True)
     t0 = time.perf_counter()
-    for p in run_transfer(tc): print(f"  {p['name']}  chosen {p['chosen']}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    for p in run_transfer(tc): print(f"  {p.name}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
     return time.perf_counter() - t0
 
 

@@ -30,7 +30,7 @@ from .experiment import (Budget, aggregate, budget_data, cached_bottom, failures
 from .lora import LoRAConfig, apply_lora, lora_param_count
 from .metrics import evaluate
 from .models import count_params, load_encoder, mean_pool, param_block, param_kind
-from .results import checkpoint_mb, find_result, load_results, save_result, split_hash
+from .results import checkpoint_mb, find_result, load_results, save_result, split_hash, to_jsonable
 from .train import TrainConfig, TrainResult, autocast, evaluate_model, record_run, train, trainable_state
 
 # %% auto #0
@@ -374,15 +374,18 @@ def run_one(label: str, # the row, e.g. 'lora' or 'lora_r2'
            ) -> dict: # the run's record (read back if it exists already: an interrupted protocol continues)
     "Prepare, train, gate and evaluate one method at one value and seed, and write its registry record."
     name = run_name(prefix, label, seed, None if method == "majority" else value)
-    if (old := find_result(name, results_dir)) is not None: return old
-    if method == "majority": return _majority(name, data, budget, results_dir=results_dir, overwrite=True)
+    spec = json.loads(json.dumps(to_jsonable({"protocol": asdict(budget), "method": method, "row_options": options})))
+    old = find_result(name, results_dir)
+    if old is not None and all(old.get(k) == v for k, v in spec.items()): return old  # the same run: read back, not retrained
+    if method == "majority": return _majority(name, data, budget, results_dir=results_dir, overwrite=True, row_options=options)
     opts = dict(options); overrides = opts.pop("overrides", {})
     model, tok = make_model(seed)
     n = len(data["train"])
     try: model, info = prepare(method, model, total_steps(n, budget), **({"l2": value} if method == "probe" else {}), **opts)
     except MethodUnavailable as e:
         path = save_result(name, {}, {}, method=method, label=label, seed=seed, value=value, status="unavailable", valid=False,
-                           failed=[str(e)], reason=str(e), protocol=asdict(budget), results_dir=results_dir, overwrite=True)
+                           failed=[str(e)], reason=str(e), protocol=asdict(budget), row_options=options,
+                           results_dir=results_dir, overwrite=True)
         return json.loads(path.read_text())
     head_lr = None if method == "head" or not any(p.requires_grad for n_, p in model.named_parameters() if not is_head(n_)) else HEAD_LR
     cfg = train_config(budget, n, value, seed, head_lr=head_lr, device=str(next(model.parameters()).device), **overrides)
@@ -399,7 +402,7 @@ def run_one(label: str, # the row, e.g. 'lora' or 'lora_r2'
     path = record_run(name, model, cfg, res, data, method=method, label=label, description=info.description, seed=seed,
                       value=value, lr=None if method == "probe" else value, options=info.options, overrides=overrides,
                       test=test, predicted_share=predicted_share(res.best), weight_change=change, valid=not failed,
-                      failed=failed, blocks=trainable_blocks(model), protocol=asdict(budget), status="ok",
+                      failed=failed, blocks=trainable_blocks(model), protocol=asdict(budget), row_options=options, status="ok",
                       results_dir=results_dir, overwrite=True, **extra)
     return json.loads(path.read_text())
 
@@ -435,9 +438,10 @@ def run_protocol(methods: list, # method names, or (label, method, options) for 
                  make_model: Callable | None = None, # seed -> (model, tokenizer); default: the packaged MiniLM
                  prefix: str = "peft", # records are named <prefix>-<label>-...
                  results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
+                 splits: dict | None = None, # your own train/validation/test frames (text, label); default: the review snippets
                 ) -> list[dict]: # one search record per row
     "Run every row of the protocol (search, then seeds) under one budget; records that exist are read, not re-run."
-    budget = budget or protocol_budget(); data = budget_data(budget)
+    budget = budget or protocol_budget(); data = budget_data(budget, splits)
     specs = [(m, m, {}) if isinstance(m, str) else tuple(m) for m in methods]
     if bad := [m for _, m, _ in specs if m not in METHODS]: raise ValueError(f"unknown method(s) {bad}: choose from {list(METHODS)}")
     make_model = make_model or (encoder_factory(pooling=budget.pooling) if any(m != "majority" for _, m, _ in specs) else None)
@@ -504,8 +508,10 @@ def lora_rank_summary(model: nn.Module, # the base model (before any adapter)
                      ) -> dict: # adapter, head, trainable, total, adapter_mb (float32), scaling, measured: [(alpha, test acc)]
     "What a LoRA of rank r costs on `model`, and the test accuracies of the registry's LoRA runs at that rank."
     c = lora_param_count(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules)))
+    chosen = {x["label"]: x["chosen"] for x in records if x.get("name", "").endswith("-search")}  # each row's chosen rate
     runs = [x for x in records if x.get("method") in ("lora", "peft_lora") and x.get("test") and x.get("valid")
             and (x.get("options") or {}).get("r") == r and not x.get("overrides")  # the overrides rows change training, not LoRA
-            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)]
+            and sorted((x.get("options") or {}).get("target_modules", [])) == sorted(target_modules)
+            and chosen.get(x.get("label"), x.get("value")) == x.get("value")]  # a search's other rates are not results
     return {**c, "adapter_mb": 4 * (c["adapter"] + c["head"]) / 2**20, "scaling": alpha / r,
             "measured": [(x["options"]["alpha"], x["test"]["accuracy"]) for x in runs]}

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 # %% auto #0
 __all__ = ['DPI', 'new_ax', 'plot_lora_params', 'plot_confusion_matrix', 'plot_reliability', 'plot_class_balance',
            'plot_token_lengths', 'plot_bce_curve', 'plot_softmax_grad', 'plot_ce_vs_mse', 'plot_smoothing',
-           'plot_params_per_block', 'smooth', 'plot_training_curves', 'plot_val_curves', 'plot_lr_sweep',
-           'plot_k_curves', 'plot_demo_variance', 'plot_calibration_effect', 'plot_label_budget',
+           'plot_params_per_block', 'smooth', 'plot_training_curves', 'plot_val_curves', 'plot_train_losses',
+           'plot_lr_sweep', 'plot_k_curves', 'plot_demo_variance', 'plot_calibration_effect', 'plot_label_budget',
            'plot_prompt_predictions', 'plot_transfer', 'spread_labels', 'plot_accuracy_vs_params', 'plot_trainable_map',
            'plot_lora_rank', 'plot_block_shares', 'plot_lr_search', 'plot_backends', 'plot_accuracy_matrix',
            'plot_accuracy_matrices', 'plot_tradeoff', 'plot_sentiment_stream']
@@ -293,6 +293,20 @@ def plot_val_curves(histories: dict, # run label -> history (as returned by `tra
         j = int(np.argmin(y) if key in ("loss", "ece") else np.argmax(y))
         ax.plot(x[j], y[j], "*", color=f"C{i}", ms=12)
     ax.set(xlabel="epoch", ylabel=f"validation {key}", title=f"validation {key} (star: best)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_train_losses(histories: dict, # run label -> history (as returned by `train`), e.g. {'fp32': ..., 'bf16': ...}
+                      ax: Axes | None = None, # draw here if given
+                     ) -> Figure: # the figure
+    "The training loss per step of several runs on one axis, to see whether they follow the same path."
+    fig, ax = new_ax(ax, (5, 3.2))
+    for i, (label, h) in enumerate(histories.items()):
+        tr = h.get("train", [])
+        ax.plot([r["step"] for r in tr], [r["loss"] for r in tr], "-", color=f"C{i}", lw=1.2, alpha=0.8, label=label)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title="the same batches, step by step")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from transformers import AutoModelForSequenceClassification
 
 from .data import load_splits, sample_balanced
 from .models import load_encoder
+from .experiment import failures
 from .results import load_results
 from .train import TrainConfig, record_run, train
 
@@ -99,12 +101,15 @@ def run_transfer(tc: TransferConfig | None = None, # the experiment (default Tra
 # %% ../nbs/05_transfer.ipynb #4e4eab81
 def transfer_curves(prefix: str = "transfer", # the experiment's record prefix
                     results_dir=None, # default: see `ft_kit.results.search_dirs`
-                   ) -> pd.DataFrame: # kind, n, accuracy, std, macro_f1, seeds, majority
-    "Validation accuracy per (start, number of labelled examples), mean and std over seeds, from the registry."
+                   ) -> pd.DataFrame: # kind, n, accuracy, std, macro_f1, seeds, failed, majority (accuracy NaN: every seed failed)
+    "Validation accuracy per (start, number of labelled examples) over the seeds that passed the validity gates."
     recs = [r for r in load_results(f"{prefix}-*", results_dir) if r.get("kind")]
-    if not recs: return pd.DataFrame(columns=["kind", "n", "accuracy", "std", "macro_f1", "seeds", "majority"])
-    df = pd.DataFrame([{"kind": r["kind"], "n": r["n_labelled"], "accuracy": r["metrics"]["accuracy"],
-                        "macro_f1": r["metrics"]["macro_f1"], "majority": r["metrics"]["majority_accuracy"]} for r in recs])
+    cols = ["kind", "n", "accuracy", "std", "macro_f1", "seeds", "failed", "majority"]
+    if not recs: return pd.DataFrame(columns=cols)
+    ok = lambda r: not failures(r["metrics"], r.get("weight_change"))  # a failed run is never a point of the curve
+    df = pd.DataFrame([{"kind": r["kind"], "n": r["n_labelled"], "accuracy": r["metrics"]["accuracy"] if ok(r) else np.nan,
+                        "macro_f1": r["metrics"]["macro_f1"] if ok(r) else np.nan, "failed": not ok(r),
+                        "majority": r["metrics"]["majority_accuracy"]} for r in recs])
     g = df.groupby(["kind", "n"], sort=True)
     return g.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), macro_f1=("macro_f1", "mean"),
-                 seeds=("accuracy", "size"), majority=("majority", "first")).reset_index()
+                 seeds=("accuracy", "count"), failed=("failed", "sum"), majority=("majority", "first")).reset_index()[cols]

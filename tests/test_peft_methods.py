@@ -140,9 +140,13 @@ def test_prompt_and_ia3_train_adapters_and_head():
     assert all("ia3_l" in n or ".classifier.modules_to_save." in n for n in trainable(m))
 
 
-def test_prefix_available_or_explained():
-    try: pm.peft_prefix(tiny_bert())
-    except pm.MethodUnavailable as e: assert "peft" in str(e) and "transformers" in str(e)
+def test_prefix_tuning_runs():
+    "transformers is pinned where peft's prefix tuning works on BERT: the prefix gets a gradient."
+    m, _ = pm.peft_prefix(tiny_bert(), n_tokens=4)
+    ids = torch.tensor([[101, 2204, 3185, 102]])
+    m(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.sum().backward()
+    g = [p.grad for n, p in m.named_parameters() if "prompt_encoder" in n]
+    assert len(g) == 1 and g[0].abs().max() > 0
 
 
 def test_collapse_flag():
@@ -152,46 +156,79 @@ def test_collapse_flag():
 
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method"): pm.prepare("lora2", tiny_bert())
-    with pytest.raises(ValueError, match="unknown method"): pm.run_protocol(["nope"], pm.ProtocolConfig(n_train=8, n_eval=8))
+    with pytest.raises(ValueError, match="unknown method"): pm.run_protocol(["nope"], pm.protocol_budget(n_train=8, n_eval=8))
 
 
 def test_protocol_records(tmp_path, tok, monkeypatch):
+    "Search on the first seed, the other seeds at the chosen rate, one schema per record, the table from valid runs."
     monkeypatch.setenv("FT_KIT_RESULTS_DIR", str(tmp_path))
-    pcfg = pm.ProtocolConfig(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0, 1), prefix="t")
+    monkeypatch.setattr(pm, "failures", lambda metrics, change=None: [])  # every run valid: this test is about the mechanics
+    b = pm.protocol_budget(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0, 1), precision="fp32")
     make = lambda seed: (tiny_bert(seed), tok)
-    paths = pm.run_protocol(["majority", "probe", "bitfit", "lora", "peft_prompt", "peft_prefix"], pcfg, make)
-    names = sorted(p.stem for p in paths)
-    # majority and probe once, the others once per seed
-    assert names == sorted(["t-majority-s0", "t-probe-s0", "t-bitfit-s0", "t-bitfit-s1", "t-lora-s0", "t-lora-s1",
-                            "t-peft_prompt-s0", "t-peft_prompt-s1", "t-peft_prefix-s0", "t-peft_prefix-s1"])
-    r = get_result("t-bitfit-s1")
-    for key in ("params", "metrics", "test", "train_time_s", "peak_memory_mb", "checkpoint_mb", "collapsed",
-                "predicted_share", "blocks", "seed", "method", "protocol"):
+    rows = [("majority", "majority", {}), ("probe", "probe", {"grid": (1e-3, 1e-2), "widen": 0}),
+            ("bitfit", "bitfit", {"grid": (1e-3, 3e-3), "widen": 0}), ("lora", "lora", {"grid": (1e-3,), "widen": 0}),
+            ("peft_prompt", "peft_prompt", {"grid": (1e-2,), "widen": 0}), ("peft_prefix", "peft_prefix", {"grid": (1e-2,), "widen": 0})]
+    searches = pm.run_protocol(rows, b, make, prefix="t")
+    assert [s["label"] for s in searches] == [r[0] for r in rows]
+    names = sorted(r["name"] for r in load_results("t-*") if not r["name"].endswith("-search"))
+    bit = searches[2]["chosen"]
+    assert bit in (1e-3, 3e-3) and searches[2]["grid"] == [1e-3, 3e-3] and len(searches[2]["tried"]) == 2
+    # majority and the probe once (two probe penalties on seed 0), the others: every rate on seed 0, seed 1 at the chosen one
+    assert names == sorted(["t-majority-s0", "t-probe-lr1e-03-s0", "t-probe-lr1e-02-s0", "t-bitfit-lr1e-03-s0", "t-bitfit-lr3e-03-s0",
+                            f"t-bitfit-lr{bit:.0e}-s1", "t-lora-lr1e-03-s0", "t-lora-lr1e-03-s1", "t-peft_prompt-lr1e-02-s0",
+                            "t-peft_prompt-lr1e-02-s1", "t-peft_prefix-lr1e-02-s0", "t-peft_prefix-lr1e-02-s1"])
+    r = get_result(f"t-bitfit-lr{bit:.0e}-s1")
+    for key in ("config", "protocol", "overrides", "seed", "lr", "value", "params", "metrics", "test", "train_time_s",
+                "peak_memory_mb", "checkpoint_mb", "valid", "failed", "weight_change", "predicted_share", "blocks", "method", "versions"):
         assert key in r, key
+    assert r["config"]["lr"] == r["lr"] == bit and r["config"]["seed"] == 1 and r["protocol"]["n_train"] == 16
+    assert r["config"]["head_lr"] == pm.HEAD_LR and r["precision"] == "fp32"
     p = r["params"]
     assert p["trainable"] == p["trainable_backbone"] + p["trainable_head"] + p["trainable_adapter"] and p["trainable_adapter"] == 0
-    assert get_result("t-lora-s0")["params"]["trainable_adapter"] > 0
-    assert r["collapsed"] == (r["predicted_share"] > 0.95)
+    assert get_result("t-lora-lr1e-03-s0")["params"]["trainable_adapter"] > 0
+    assert get_result("t-lora-lr1e-03-s0")["weight_change"]["adapter"] > 0
     for k in ("accuracy", "macro_f1", "confusion_matrix"): assert k in r["test"]
     t = pm.protocol_table("t")
-    assert list(t.index) == ["majority", "probe", "bitfit", "lora", "peft_prompt", "peft_prefix"]
+    assert list(t.index) == [r[0] for r in rows]
     assert t.loc["bitfit", "seeds"] == 2 and not np.isnan(t.loc["bitfit", "test_acc_std"])
-    shown = pm.show_table(t)
-    assert "±" in shown.loc["bitfit", "test acc %"]
-    prefix_ok = get_result("t-peft_prefix-s0").get("status")
-    if prefix_ok == "unavailable": assert shown.loc["peft_prefix", "note"].startswith("not run:")
-    flagged = t[(t["method"] != "majority") & t["collapsed"]].index
-    assert all(shown.loc[i, "note"] == "collapsed to the majority class" for i in flagged)
+    runs = [get_result(f"t-bitfit-lr{bit:.0e}-s{s}")["test"]["accuracy"] for s in (0, 1)]
+    assert t.loc["bitfit", "test_acc"] == pytest.approx(np.mean(runs))  # the chosen rate's seeds only
+    assert "±" in pm.show_table(t).loc["bitfit", "test acc %"]
     m = pm.trainable_map("t")
     assert m.loc["bitfit", "head"] == 1.0 and 0 < m.loc["bitfit", "layer 0"] < 1
+    # a rerun reads the records back instead of training again...
+    real_train = pm.train
+    monkeypatch.setattr(pm, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    pm.run_protocol(rows[2:3], b, make, prefix="t")
+    # ...but a record of another budget or other options is never taken for this run's result
+    calls = []
+    monkeypatch.setattr(pm, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    pm.run_protocol(rows[2:3], pm.protocol_budget(**{**b.__dict__, "n_train": 24}), make, prefix="t")
+    assert calls and get_result(f"t-bitfit-lr1e-03-s0")["protocol"]["n_train"] == 24
+    calls.clear()
+    pm.run_protocol([("lora", "lora", {"grid": (1e-3,), "widen": 0, "r": 4})], b, make, prefix="t")
+    assert calls and get_result("t-lora-lr1e-03-s0")["options"]["r"] == 4
 
 
-def test_sweep_options_override_lr_and_epochs(tmp_path, tok):
-    "A sweep row with `lr` and `epochs` trains that long at that rate, and its record and description say so."
-    pcfg = pm.ProtocolConfig(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0,), prefix="sw")
-    paths = pm.run_protocol([("lora_long", "lora", {"lr": 3e-3, "epochs": 2})], pcfg, lambda s: (tiny_bert(s), tok),
-                            results_dir=tmp_path)
-    r = get_result(paths[0].stem, results_dir=tmp_path)
-    assert r["protocol"]["epochs"] == 2 and r["config"]["epochs"] == 2 and r["config"]["lr"] == 3e-3
-    assert r["steps"] == 2 * pm.total_steps(16, pcfg)  # twice the one-epoch protocol's steps
-    assert r["description"].endswith(", lr 0.003, 2 epochs")
+def test_failed_runs_never_reach_the_table(tmp_path, tok):
+    "A run the gates fail is recorded as failed with its reasons, and its row shows no accuracy, only why."
+    b = pm.protocol_budget(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0,), precision="fp32")
+    rows = [("head", "head", {"grid": (1e-9,), "widen": 0})]  # a rate this small cannot move the head
+    s = pm.run_protocol(rows, b, lambda seed: (tiny_bert(seed), tok), prefix="f", results_dir=tmp_path)[0]
+    r = get_result("f-head-lr1e-09-s0", tmp_path)
+    assert not r["valid"] and any("did not train" in f for f in r["failed"]) and r["weight_change"]["head"] < 1e-6
+    assert s["chosen"] is None and s["reason"].startswith("every value tried failed")
+    t = pm.protocol_table("f", tmp_path)
+    assert t.loc["head", "status"] == "failed" and np.isnan(t.loc["head", "test_acc"])
+    assert "did not train" in pm.show_table(t).loc["head", "note"]
+
+
+def test_overrides_change_training_and_are_recorded(tmp_path, tok):
+    "A row's `overrides` change the TrainConfig (here: twice the epochs), and the record says so in its own field."
+    b = pm.protocol_budget(n_train=16, n_eval=16, epochs=1, max_length=16, seeds=(0,), precision="fp32")
+    rows = [("lora_long", "lora", {"grid": (3e-3,), "widen": 0, "overrides": {"epochs": 2}})]
+    pm.run_protocol(rows, b, lambda s: (tiny_bert(s), tok), prefix="sw", results_dir=tmp_path)
+    r = get_result("sw-lora_long-lr3e-03-s0", results_dir=tmp_path)
+    assert r["overrides"] == {"epochs": 2} and r["config"]["epochs"] == 2 and r["config"]["lr"] == 3e-3
+    assert r["steps"] == 2 * pm.total_steps(16, b)  # twice the one-epoch protocol's steps
+    assert r["history"]["eval"][0]["step"] == r["steps"]  # validated once, at the end of the longer run

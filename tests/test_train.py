@@ -231,3 +231,38 @@ def test_dataframes_with_tokenizer_and_record(tmp_path, monkeypatch):
     assert rec["params"]["trainable"] == sum(p.numel() for p in m.parameters())
     assert rec["train_time_s"] > 0 and rec["checkpoint_mb"] > 0 and rec["steps"] == 4
     assert res.tokens == sum(len(tok(t)["input_ids"]) for t in splits["train"]["text"])
+
+
+def test_bf16_follows_fp32_with_fp32_master_weights():
+    "bf16 autocast: the same batches give losses within a few thousandths of fp32 (not identical: autocast ran),"
+    " the weights and Adam's moments stay float32, and the run records the precision it used."
+    runs = {}
+    for p in ("fp32", "bf16"):
+        m = tiny_bert(dropout=0.0)
+        runs[p] = (train(m, loaders(), TrainConfig(**{**CFG, "precision": p}), progress=False), m)
+    la, lb = ([x["loss"] for x in runs[p][0].history["train"]] for p in ("fp32", "bf16"))
+    assert la != lb and max(abs(a - b) for a, b in zip(la, lb)) < 0.02
+    m = runs["bf16"][1]
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    assert runs["bf16"][0].precision == "bf16" and runs["fp32"][0].precision == "fp32"
+    ev = evaluate_model(m, loaders()["validation"], "bf16")
+    assert abs(ev["loss"] - evaluate_model(m, loaders()["validation"], "fp32")["loss"]) < 0.02
+
+
+def test_precision_auto_and_bad_value(monkeypatch):
+    import ft_kit.train as T
+    monkeypatch.setattr(T, "bf16_fast", lambda device=None: False)
+    assert T.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(T, "bf16_fast", lambda device=None: True)
+    assert T.resolve_precision("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(tiny_bert(), loaders(), TrainConfig(**{**CFG, "precision": "fp16"}), progress=False)
+
+
+def test_head_lr_is_the_heads_own_rate():
+    "With lr=0 for the body and a positive head_lr, only the head moves: the head's group really has its own rate."
+    m = tiny_bert(dropout=0.0); before = weights(m)
+    train(m, loaders(), TrainConfig(**{**CFG, "lr": 0.0, "head_lr": 1e-2, "weight_decay": 0.0}), progress=False)
+    after = weights(m)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {"classifier.weight", "classifier.bias"}

@@ -1,0 +1,43 @@
+"""The saved outputs of committed notebooks agree with the registry: no lesson says a result is missing while its
+record is committed (a notebook executed before its records landed, and never re-executed, fails here)."""
+import fnmatch
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = sorted(p.stem for p in (ROOT / "data" / "results").glob("*.json"))
+# what a lesson prints when a record is missing -> the records whose presence makes that text false
+ABSENCE = {"no results saved yet": "*", "No benchmark result is saved yet": "bench_loops",
+           "No full-size result is saved yet": "minilm_full_ft", "demo run (run `make results` for the full size)": "peft-*-search",
+           "demo run (run `make results` for the full grid)": "transfer-*", "the GPU benchmark has not been run yet": "gpu_minilm_*"}
+
+
+def saved_text(nb: Path) -> str:
+    "Every text a notebook's saved outputs show (streams, plain text, markdown, html)."
+    out = []
+    for c in json.loads(nb.read_text())["cells"]:
+        for o in c.get("outputs", []):
+            out += o.get("text", []) if isinstance(o.get("text"), list) else [o.get("text", "")]
+            for k in ("text/plain", "text/markdown", "text/html"):
+                v = o.get("data", {}).get(k, "")
+                out += v if isinstance(v, list) else [v]
+    return "".join(out)
+
+
+@pytest.mark.parametrize("nb", sorted((ROOT / "nbs").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_no_missing_result_claim_while_the_record_exists(nb):
+    text = saved_text(nb)
+    for phrase, pattern in ABSENCE.items():
+        if phrase in text:
+            have = [r for r in RECORDS if fnmatch.fnmatch(r, pattern)]
+            assert not have, f"{nb.name} says {phrase!r} but data/results holds {have[:3]}: re-execute the notebook"
+
+
+def test_the_check_can_fail(tmp_path):
+    "A notebook whose output claims no results, checked against a registry that has some, is caught."
+    nb = tmp_path / "x.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "execute_result",
+                                        "data": {"text/plain": ["'no results saved yet: run `make results`'"]}}]}]}))
+    assert "no results saved yet" in saved_text(nb) and RECORDS
