@@ -47,6 +47,7 @@ results: $(STAMP)  ## full-size runs that write data/results/*.json (slow: run o
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.protocol
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.prompting_results
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.continual
+	$(BIN)/python -m bench.gates  # records of scripts that do not gate their own runs get their verdict (valid, failed)
 
 DDP_PROCS ?= 2
 DDP_N ?= 128

@@ -23,7 +23,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 LORA_QV = ("query", "value")
 # (label, method, options), most important first: a run cut short by the session still has the main rows
-ROWS = [("majority", "majority", {}), ("probe", "probe", {}), ("head", "head", {}), ("full", "full", {}),
+# a fourth element changes the budget for that row: head_cls is the head on BERT's [CLS] pooler instead of mean pooling
+ROWS = [("majority", "majority", {}), ("probe", "probe", {}), ("head", "head", {}), ("head_cls", "head", {}, {"pooling": "cls"}),
+        ("full", "full", {}),
         ("lora", "lora", {}), ("bitfit", "bitfit", {}), ("peft_adalora", "peft_adalora", {}), ("peft_prefix", "peft_prefix", {}),
         ("peft_prompt", "peft_prompt", {}), ("peft_ia3", "peft_ia3", {}), ("last2", "last2", {}),
         ("dora", "peft_lora", {"use_dora": True}), ("rslora", "peft_lora", {"use_rslora": True}),
@@ -55,9 +57,11 @@ def _child(spec) -> tuple[dict, float]:
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     from ft_kit.peft_methods import run_protocol
+    from dataclasses import replace
     t = time.perf_counter()
     budget, prefix = protocol_budget()
-    return run_protocol([spec], budget, prefix=prefix)[0], time.perf_counter() - t
+    budget = replace(budget, **(spec[3] if len(spec) > 3 else {}))
+    return run_protocol([spec[:3]], budget, prefix=prefix)[0], time.perf_counter() - t
 
 
 def _save_wall(prefix: str, walls: dict, total: float) -> None:

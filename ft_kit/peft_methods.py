@@ -387,14 +387,16 @@ def run_one(label: str, # the row, e.g. 'lora' or 'lora_r2'
                            failed=[str(e)], reason=str(e), protocol=asdict(budget), row_options=options,
                            results_dir=results_dir, overwrite=True)
         return json.loads(path.read_text())
-    head_lr = None if method == "head" or not any(p.requires_grad for n_, p in model.named_parameters() if not is_head(n_)) else HEAD_LR
+    body_trains = any(p.requires_grad for n_, p in model.named_parameters() if not is_head(n_))
+    head_lr = HEAD_LR if body_trains else None  # a head-only model trains at the searched rate itself
     cfg = train_config(budget, n, value, seed, head_lr=head_lr, device=str(next(model.parameters()).device), **overrides)
     stores = {} if stores is None else stores
     store = stores.setdefault(("bottom", frozen_layers(model), cfg.precision), {})
     before = trainable_state(model)
     with cached_bottom(model, store):
         res = _fit(model, info, data, cfg, tok, stores)
-        test = evaluate_model(model, make_loader(data["test"], tok, budget.batch_size * 2, max_length=budget.max_length), cfg.precision)
+        test_dl = make_loader(data["test"], tok, budget.batch_size * 2, max_length=budget.max_length)
+        test = evaluate_model(model, test_dl, cfg.precision)
     change = weight_change(before, model)
     failed = failures(res.best, change)
     extra = {"ranks": adalora_ranks(model)} if method == "peft_adalora" else {}
@@ -428,7 +430,8 @@ def run_method(label: str, # the row's name
     reasons = sorted({f for r in seen for f in r.get("failed", [])})
     why = "" if out["chosen"] is not None or method == "majority" else "every value tried failed: " + "; ".join(reasons)
     path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method=method, options=options,
-                       description=seen[0].get("description", method), grid=list(grid), chosen=out["chosen"],
+                       description=seen[0].get("description", method) + (", [CLS] pooler" if budget.pooling == "cls" else ""),
+                       grid=list(grid), chosen=out["chosen"],
                        tried=out["tried"], reason=why, protocol=asdict(budget), results_dir=results_dir, overwrite=True)
     return json.loads(path.read_text())
 

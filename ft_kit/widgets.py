@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import pandas as pd
 from IPython.display import display
 
 # %% auto #0
@@ -237,7 +238,10 @@ def method_picker(table,  # `ft_kit.peft_methods.protocol_table(...)`
     dd = W.Dropdown(options=list(table.index), description="method")
     row = W.HTML()
     def draw(label):
-        rec = next((x for x in sorted(records, key=lambda x: str(x.get("seed"))) if x.get("label") == label), {})
+        chosen = table.loc[label].get("chosen") if "chosen" in table.columns else None
+        runs = [x for x in records if x.get("label") == label and not x.get("name", "").endswith("-search")]
+        at = [x for x in runs if chosen is None or pd.isna(chosen) or x.get("value") == chosen] or runs  # the chosen rate's runs
+        rec = min(at, key=lambda x: str(x.get("seed")), default={})
         fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), dpi=DPI, gridspec_kw={"width_ratios": [3, 2]})
         if rec.get("history"): plot_training_curves(rec["history"], ax=axes[0])
         else: axes[0].axis("off"); axes[0].text(0, 0.5, rec.get("reason") or "no training curve (nothing trained)", wrap=True, fontsize=8)
