@@ -376,7 +376,8 @@ def run_one(label: str, # the row, e.g. 'lora' or 'lora_r2'
     name = run_name(prefix, label, seed, None if method == "majority" else value)
     spec = json.loads(json.dumps(to_jsonable({"protocol": asdict(budget), "method": method, "row_options": options})))
     old = find_result(name, results_dir)
-    if old is not None and all(old.get(k) == v for k, v in spec.items()): return old  # the same run: read back, not retrained
+    same_data = old is not None and (old.get("split") or {}).get("hash") == split_hash(data["validation"])
+    if same_data and all(old.get(k) == v for k, v in spec.items()): return old  # the same run: read back, not retrained
     if method == "majority": return _majority(name, data, budget, results_dir=results_dir, overwrite=True, row_options=options)
     opts = dict(options); overrides = opts.pop("overrides", {})
     model, tok = make_model(seed)

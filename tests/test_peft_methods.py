@@ -13,6 +13,7 @@ import _tiny  # noqa: E402
 from transformers import BertForSequenceClassification  # noqa: E402
 
 from ft_kit import peft_methods as pm  # noqa: E402
+from ft_kit.data import load_splits  # noqa: E402
 from ft_kit.models import load_encoder  # noqa: E402
 from ft_kit.results import get_result, load_results  # noqa: E402
 from ft_kit.train import TrainConfig, train  # noqa: E402
@@ -203,11 +204,18 @@ def test_protocol_records(tmp_path, tok, monkeypatch):
     # ...but a record of another budget or other options is never taken for this run's result
     calls = []
     monkeypatch.setattr(pm, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
-    pm.run_protocol(rows[2:3], pm.protocol_budget(**{**b.__dict__, "n_train": 24}), make, prefix="t")
+    b24 = pm.protocol_budget(**{**b.__dict__, "n_train": 24})
+    pm.run_protocol(rows[2:3], b24, make, prefix="t")
     assert calls and get_result(f"t-bitfit-lr1e-03-s0")["protocol"]["n_train"] == 24
     calls.clear()
     pm.run_protocol([("lora", "lora", {"grid": (1e-3,), "widen": 0, "r": 4})], b, make, prefix="t")
     assert calls and get_result("t-lora-lr1e-03-s0")["options"]["r"] == 4
+    calls.clear()  # ...nor a record of other data under the same prefix
+    other = load_splits(); other["validation"] = other["validation"].iloc[::-1].reset_index(drop=True)
+    pm.run_protocol(rows[2:3], b24, make, prefix="t")
+    assert not calls  # the same budget and data again: read back
+    pm.run_protocol(rows[2:3], b24, make, prefix="t", splits=other)
+    assert calls
 
 
 def test_failed_runs_never_reach_the_table(tmp_path, tok):
