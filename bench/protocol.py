@@ -2,7 +2,7 @@
 
     python -m bench.protocol                 # both parts
     python -m bench.protocol protocol        # only the PEFT protocol   (records peft-<label>-lr<rate>-s<seed>, peft-<label>-search)
-    python -m bench.protocol transfer        # only the label-budget grid (records transfer-...)
+    python -m bench.protocol transfer        # only the label-budget grid (records transfer-<start>-n<size>-lr<rate>-s<seed>, -search)
 
 Every row of the protocol is a learning-rate search on validation (first seed) followed by the other seeds at the
 chosen rate (`ft_kit.experiment.search`); every run is gated (`ft_kit.experiment.failures`). Rows run in the order
@@ -11,7 +11,9 @@ resumable: a run whose record exists is read back, not trained again, so a rerun
 Its wall time per row is recorded in `<prefix>-wall_time`. Sizes can be changed without editing the file:
 PROTOCOL_N_TRAIN (training snippets, default 4000; 0 = all), PROTOCOL_EPOCHS (2), PROTOCOL_SEEDS ("0,1,2"),
 PROTOCOL_ROWS (comma-separated labels to run, default all), PROTOCOL_SCALE (e.g. 0.02 for a quick timed check: scales
-the training sample and the evaluation splits and writes under the prefix "peftscaled").
+the training sample and the evaluation splits and writes under the prefixes "peftscaled" and "transferscaled"),
+TRANSFER_SIZES ("32,128,512,2048,all"), TRANSFER_KINDS ("pretrained,random"). The transfer grid goes through the same
+search, seeds and gates (`ft_kit.transfer.transfer_point`); its wall time per point is in `transfer-wall_time`.
 """
 from __future__ import annotations
 
@@ -92,15 +94,37 @@ def run_protocol_part() -> float:
     return time.perf_counter() - t0
 
 
-def run_transfer_part() -> float:
-    "Both starts of lesson 05 on every size (its TransferConfig: not yet on the experiment layer's search); returns the seconds."
-    from ft_kit.transfer import TransferConfig, run_transfer
+def transfer_config():
+    "The label-budget grid of lesson 05 with the environment's overrides (PROTOCOL_SCALE, TRANSFER_SIZES, TRANSFER_KINDS)."
+    from dataclasses import replace
+    from ft_kit.transfer import TransferConfig, transfer_budget
     scale = float(_env("PROTOCOL_SCALE", "1"))
-    tc = TransferConfig()
-    if scale < 1: tc = TransferConfig(sizes=(32, 128), n_eval=max(32, round(1215 * scale)), min_steps=10, prefix="transferscaled")
-    print(f"transfer: sizes {tc.sizes}, seeds {tc.seeds}, prefix {tc.prefix!r}", flush=True)
-    t0 = time.perf_counter()
-    for p in run_transfer(tc): print(f"  {p.name}  ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    sizes = tuple(None if s == "all" else int(s) for s in _env("TRANSFER_SIZES", "32,128,512,2048,all").split(","))
+    tc = TransferConfig(sizes=sizes, kinds=tuple(_env("TRANSFER_KINDS", "pretrained,random").split(",")))
+    if scale < 1:
+        tc = replace(tc, sizes=(32, 128), prefix="transferscaled",
+                     budget=transfer_budget(n_eval=max(32, round(1215 * scale)), min_steps=10))
+    return tc
+
+
+def run_transfer_part() -> float:
+    "Both starts of lesson 05 on every size, each point a learning-rate search and 3 seeds; returns the seconds taken."
+    from ft_kit.data import load_splits
+    from ft_kit.models import load_encoder
+    from ft_kit.transfer import start_factory, transfer_point
+    tc = transfer_config()
+    print(f"transfer: sizes {tc.sizes}, starts {tc.kinds}, grids {tc.grids}, seeds {tc.budget.seeds}, prefix {tc.prefix!r}", flush=True)
+    base, tok = load_encoder(pooling=tc.budget.pooling); splits = load_splits(tc.budget.data_seed)
+    makes = {k: start_factory(k, base, tok) for k in tc.kinds}
+    t0, walls = time.perf_counter(), {}
+    for n in tc.sizes:
+        for k in tc.kinds:
+            t = time.perf_counter()
+            rec = transfer_point(k, n, makes[k], splits, tc)
+            walls[rec["label"]] = time.perf_counter() - t
+            _save_wall(tc.prefix, walls, time.perf_counter() - t0)
+            tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+            print(f"  {rec['label']:16} {walls[rec['label']]:7.0f} s  chosen {rec['chosen']}  [{tried}] {rec['reason']}", flush=True)
     return time.perf_counter() - t0
 
 

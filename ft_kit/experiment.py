@@ -254,7 +254,7 @@ def _stats(vals: list) -> dict:
 
 def aggregate(prefix: str, # the experiment's record prefix
               results_dir=None, # default: see `ft_kit.results.search_dirs`
-             ) -> pd.DataFrame: # one row per label: chosen value, seeds, failed runs, val/test accuracy stats, costs
+             ) -> pd.DataFrame: # one row per label: chosen value, seeds, failed runs, val/test accuracy stats, costs, the search's tags
     "Each label's valid runs at its chosen value, reduced over seeds; a label whose search failed says why."
     rows = []
     for s in load_results(f"{prefix}-*-search", results_dir):
@@ -263,13 +263,13 @@ def aggregate(prefix: str, # the experiment's record prefix
         ok = [r for r in runs if r.get("valid")]
         row = {"label": s["label"], "method": s.get("method"), "description": s.get("description", ""),
                "chosen": s["chosen"], "status": "ok" if ok else "failed", "reason": s.get("reason", ""),
-               "seeds": len(ok), "failed_runs": sum(not r.get("valid") for r in runs)}
+               "seeds": len(ok), "failed_runs": sum(not r.get("valid") for r in runs), **(s.get("tags") or {})}
         for part, key in (("val", "metrics"), ("test", "test")):
             row.update({f"{part}_acc_{k}": v for k, v in _stats([r[key]["accuracy"] for r in ok]).items()})
         first = ok[0] if ok else {}
         # costs: the median over seeds (one run slowed by a busy machine must not set a method's time)
         for k in ("train_time_s", "peak_memory_mb"): row[k] = float(np.median([r.get(k) or 0 for r in ok])) if ok else np.nan
-        row.update(params=first.get("params") or {}, checkpoint_mb=first.get("checkpoint_mb"),
+        row.update(params=first.get("params") or {}, options=first.get("options") or {}, checkpoint_mb=first.get("checkpoint_mb"),
                    majority_acc=(first.get("test") or {}).get("majority_accuracy"))
         rows.append(row)
     return pd.DataFrame(rows).set_index("label") if rows else pd.DataFrame()

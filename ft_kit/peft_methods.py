@@ -39,7 +39,8 @@ __all__ = ['GRIDS', 'HEAD_LR', 'METHODS', 'SEEDLESS', 'protocol_budget', 'Method
            'fit_logistic', 'probe', 'lora_scratch', 'peft_lora', 'adalora_orth_penalty', 'adalora_hooks',
            'peft_adalora', 'adalora_ranks', 'peft_ia3', 'peft_prompt', 'peft_prefix', 'method_grid', 'prepare',
            'encoder_factory', 'predicted_share', 'trainable_blocks', 'saved_mb', 'run_one', 'run_method',
-           'run_protocol', 'protocol_table', 'show_table', 'search_curves', 'trainable_map', 'lora_rank_summary']
+           'run_protocol', 'protocol_table', 'show_table', 'search_curves', 'trainable_map', 'lora_rank_summary',
+           'rank_sweep']
 
 # %% ../nbs/07_peft.ipynb #7e120faf
 GRIDS = {"probe": (1e-4, 1e-3, 1e-2, 1e-1),  # the probe's L2 penalty (it has no learning rate)
@@ -419,6 +420,7 @@ def run_method(label: str, # the row's name
                prefix: str = "peft", # the protocol's record prefix
                results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
                stores: dict | None = None, # frozen-bottom caches shared between runs
+               tags: dict | None = None, # what the row stands for, kept in its search record (e.g. kind='random', n_labelled=512)
               ) -> dict: # the search record: chosen value, every value tried, the reason if every one failed
     "One row of the protocol: the search on validation (first seed), the other seeds at the chosen value, a search record."
     opts = dict(options); grid = tuple(opts.pop("grid", method_grid(method) if method != "majority" else (None,)))
@@ -433,7 +435,8 @@ def run_method(label: str, # the row's name
     path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method=method, options=options,
                        description=seen[0].get("description", method) + (", [CLS] pooler" if budget.pooling == "cls" else ""),
                        grid=list(grid), chosen=out["chosen"],
-                       tried=out["tried"], reason=why, protocol=asdict(budget), results_dir=results_dir, overwrite=True)
+                       tried=out["tried"], reason=why, protocol=asdict(budget), tags=tags or {}, results_dir=results_dir,
+                       overwrite=True)
     return json.loads(path.read_text())
 
 
@@ -519,3 +522,18 @@ def lora_rank_summary(model: nn.Module, # the base model (before any adapter)
             and chosen.get(x.get("label"), x.get("value")) == x.get("value")]  # a search's other rates are not results
     return {**c, "adapter_mb": 4 * (c["adapter"] + c["head"]) / 2**20, "scaling": alpha / r,
             "measured": [(x["options"]["alpha"], x["test"]["accuracy"]) for x in runs]}
+
+# %% ../nbs/07_peft.ipynb #b66395b5
+def rank_sweep(t: pd.DataFrame, # `protocol_table`: needs its `options`, `method` and accuracy columns
+              ) -> pd.DataFrame: # rule, r, alpha, scaling, test_acc, test_acc_std, seeds, chosen, status (one row per rule and rank)
+    "The rank sweep's rows: plain LoRA (ours) on query and value, by alpha rule ('alpha = 2r' or 'alpha = 16') and rank."
+    rows = []
+    for label, x in t[t["method"] == "lora"].iterrows():
+        o = x["options"] or {}
+        if sorted(o.get("target_modules", [])) != ["query", "value"] or x.get("overrides"): continue
+        r, a = o["r"], o["alpha"]
+        for rule in [name for name, ok in (("alpha = 2r", a == 2 * r), ("alpha = 16", a == 16)) if ok]:
+            rows.append({"label": label, "rule": rule, "r": r, "alpha": a, "scaling": a / r, "test_acc": x["test_acc"],
+                         "test_acc_std": x["test_acc_std"], "seeds": x["seeds"], "chosen": x["chosen"], "status": x["status"]})
+    cols = ["label", "rule", "r", "alpha", "scaling", "test_acc", "test_acc_std", "seeds", "chosen", "status"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["rule", "r"]).reset_index(drop=True)

@@ -16,8 +16,8 @@ __all__ = ['DPI', 'new_ax', 'plot_lora_params', 'plot_confusion_matrix', 'plot_r
            'plot_params_per_block', 'smooth', 'plot_training_curves', 'plot_val_curves', 'plot_train_losses',
            'plot_lr_sweep', 'plot_k_curves', 'plot_demo_variance', 'plot_calibration_effect', 'plot_label_budget',
            'plot_prompt_predictions', 'plot_transfer', 'spread_labels', 'plot_accuracy_vs_params', 'plot_trainable_map',
-           'plot_lora_rank', 'plot_block_shares', 'plot_lr_search', 'plot_backends', 'plot_accuracy_matrix',
-           'plot_accuracy_matrices', 'plot_tradeoff', 'plot_sentiment_stream']
+           'plot_lora_rank', 'plot_block_shares', 'plot_lr_search', 'plot_rank_sweep', 'plot_backends',
+           'plot_accuracy_matrix', 'plot_accuracy_matrices', 'plot_tradeoff', 'plot_sentiment_stream']
 
 # %% ../nbs/80_plots.ipynb #3ff8feb7
 DPI = 80  # dots per inch of every figure the kit draws (keeps committed notebooks small)
@@ -430,7 +430,7 @@ def plot_transfer(curves: pd.DataFrame,  # one row per (kind, n): columns kind, 
                   baseline: float | None = None,  # the majority-class accuracy, a dashed line
                   ax: Axes | None = None,  # draw here if given
                  ) -> Figure:  # the figure
-    "Validation accuracy against labelled examples (log x), one line per initialisation, error bars over seeds."
+    "Test accuracy against labelled examples (log x), one line per initialisation, error bars over seeds."
     fig, ax = new_ax(ax, (5, 3.2))
     for i, (kind, d) in enumerate(curves.sort_values("n").groupby("kind", sort=False)):
         ax.errorbar(d["n"], 100 * d["accuracy"], yerr=100 * d["std"].fillna(0), fmt="o-", color=f"C{i}", capsize=3, label=kind)
@@ -438,7 +438,7 @@ def plot_transfer(curves: pd.DataFrame,  # one row per (kind, n): columns kind, 
     ns = sorted(curves["n"].unique())
     ax.set_xscale("log"); ax.minorticks_off()
     ax.set_xticks(ns, [f"{int(n):,}" for n in ns], fontsize=7)
-    ax.set(xlabel="labelled training examples", ylabel="validation accuracy (%)", title="what pretraining saves")
+    ax.set(xlabel="labelled training examples", ylabel="test accuracy (%)", title="what pretraining saves")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -545,6 +545,21 @@ def plot_lr_search(curves: pd.DataFrame,  # `ft_kit.peft_methods.search_curves`:
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (probe: L2 penalty), log scale", ylabel="validation accuracy (%)", title="the search, first seed")
     ax.legend(fontsize=6, ncol=2, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/80_plots.ipynb #1229469d
+def plot_rank_sweep(sweep: pd.DataFrame,  # `ft_kit.peft_methods.rank_sweep`: rule, r, test_acc, test_acc_std
+                    ax: Axes | None = None,  # draw here if given
+                   ) -> Figure:  # the figure
+    "Test accuracy against LoRA's rank (log2 x), one line per alpha rule, error bars over seeds."
+    fig, ax = new_ax(ax, (5, 3.2))
+    for i, (rule, g) in enumerate(sweep.dropna(subset=["test_acc"]).sort_values("r").groupby("rule")):
+        ax.errorbar(g["r"], 100 * g["test_acc"], yerr=100 * g["test_acc_std"].fillna(0), fmt="o-", color=f"C{i}", capsize=3, label=rule)
+    rs = sorted(sweep["r"].unique())
+    ax.set_xscale("log", base=2); ax.minorticks_off(); ax.set_xticks(rs, [str(r) for r in rs])
+    ax.set(xlabel="LoRA rank r", ylabel="test accuracy (%)", title="which rank and alpha?")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,100 +15,99 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from .data import load_splits, sample_balanced
-from .models import load_encoder
-from .experiment import failures
-from .results import load_results
-from .train import TrainConfig, record_run, train
+from .data import load_splits
+from .experiment import Budget, aggregate, budget_data, fresh_head, total_steps
+from .models import load_encoder, use_mean_pooling
+from .peft_methods import run_method
 
 # %% auto #0
-__all__ = ['random_init', 'TransferConfig', 'epochs_for', 'transfer_run', 'run_transfer', 'transfer_curves']
+__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'CURVE_COLUMNS', 'random_init', 'transfer_budget', 'TransferConfig',
+           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
                 seed: int = 0, # seed of the random weights
-               ) -> nn.Module: # the same architecture with random weights, on the same device
+               ) -> nn.Module: # the same architecture with random weights and the same pooling, on the same device
     "The randomly initialised twin of `model`, built from its config."
     if not hasattr(model, "config"): raise TypeError(f"{type(model).__name__} has no `.config`: pass a transformers model")
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(model.config).to(next(model.parameters()).device).eval()
+    twin = AutoModelForSequenceClassification.from_config(model.config)
+    if getattr(model.config, "ft_kit_pooling", None) == "mean": use_mean_pooling(twin)
+    return twin.to(next(model.parameters()).device).eval()
 
 # %% ../nbs/05_transfer.ipynb #176355dd
+TRANSFER_GRIDS = {"pretrained": (1e-5, 3e-5, 1e-4, 3e-4),  # full fine-tuning's usual range (lesson 07's grid)
+                  "random": (1e-4, 3e-4, 1e-3, 3e-3)}  # random weights: larger steps, as in pretraining from scratch
+TRANSFER_WARMUP = {"pretrained": 0.1, "random": 0.2}  # share of the steps warming up: a random start needs a longer one
+
+
+def transfer_budget(**changes) -> Budget:
+    "The label-budget experiment's shared budget: balanced samples, 2 epochs or at least 100 steps, 3 seeds."
+    return replace(Budget(n_train=None, balanced=True, epochs=2, min_steps=100, max_epochs=20, seeds=(0, 1, 2)), **changes)
+
+
 @dataclass
 class TransferConfig:
-    "The label-budget experiment: sizes, both starts, the shared budget and where the records go."
+    "The label-budget experiment: the sizes and starts, each start's grid and warm-up, on one shared budget."
     sizes: tuple = (32, 128, 512, 2048, None)  # labelled training examples (balanced samples); None: the whole split
     kinds: tuple = ("pretrained", "random")  # the two starts
-    lr_pretrained: float = 5e-5  # peak learning rate from pretrained weights
-    lr_random: float = 1e-4  # peak learning rate from random weights
-    epochs: int = 2  # passes over the data for large sets
-    min_steps: int = 100  # small sets get more epochs until a run has at least this many steps...
-    max_epochs: int = 20  # ...but never more than this many epochs
-    batch_size: int = 16  # examples per step
-    max_length: int = 64  # tokens per snippet
-    n_eval: int | None = None  # validation rows (None: all)
-    seeds: tuple = (0,)  # seeds: the training sample, the head and the batch order
-    data_seed: int = 0  # seed of the split by movie
-    prefix: str = "transfer"  # records are named <prefix>-<kind>-n<size>-s<seed>
-
-
-def epochs_for(n: int, # training examples
-               tc: TransferConfig, # the budget
-              ) -> int: # epochs of the run
-    "At least `tc.epochs`, more for small sets until `tc.min_steps` steps, at most `tc.max_epochs`."
-    per_epoch = math.ceil(n / tc.batch_size)
-    return max(tc.epochs, min(tc.max_epochs, math.ceil(tc.min_steps / per_epoch)))
+    grids: dict = field(default_factory=lambda: dict(TRANSFER_GRIDS))  # learning rates searched on validation, per start
+    warmup: dict = field(default_factory=lambda: dict(TRANSFER_WARMUP))  # warm-up share, per start
+    widen: int = 2  # extra rates the search may add past the grid's edge (see `ft_kit.experiment.search`)
+    budget: Budget = field(default_factory=transfer_budget)  # shared by every run; its n_train is set per size
+    prefix: str = "transfer"  # records: <prefix>-<kind>-n<size>-lr<rate>-s<seed> and <prefix>-<kind>-n<size>-search
 
 # %% ../nbs/05_transfer.ipynb #f25e830a
-def transfer_run(kind: str, # 'pretrained' or 'random'
-                 n: int | None, # labelled examples; None: the whole training split
-                 base: nn.Module, # the pretrained classifier (copied, never changed)
-                 tokenizer, # its tokenizer
-                 splits: dict, # from `ft_kit.data.load_splits`
-                 tc: TransferConfig, # the experiment
-                 seed: int = 0, # sample, head and batch-order seed
-                 results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
-                ) -> Path: # the record written
-    "Fine-tune one start on one balanced sample and record its validation metrics."
-    if kind not in ("pretrained", "random"): raise ValueError(f"kind must be 'pretrained' or 'random', got {kind!r}")
-    df = splits["train"] if n is None or n >= len(splits["train"]) else sample_balanced(splits["train"], n, seed)
-    val = splits["validation"] if tc.n_eval is None else splits["validation"].sample(min(tc.n_eval, len(splits["validation"])), random_state=tc.data_seed)
-    if kind == "random": model = random_init(base, seed)
-    else:
-        model = copy.deepcopy(base); torch.manual_seed(seed)
-        nn.init.normal_(model.classifier.weight, std=model.config.initializer_range); nn.init.zeros_(model.classifier.bias)
-    ep = epochs_for(len(df), tc)
-    steps = ep * math.ceil(len(df) / tc.batch_size)
-    cfg = TrainConfig(lr=tc.lr_pretrained if kind == "pretrained" else tc.lr_random, epochs=ep, batch_size=tc.batch_size,
-                      seed=seed, max_length=tc.max_length, eval_every=steps, metric="accuracy",
-                      device=str(next(base.parameters()).device))
-    res = train(model, {"train": df, "validation": val}, cfg, tokenizer, progress=False)
-    name = f"{tc.prefix}-{kind}-n{'all' if n is None else n}-s{seed}"
-    return record_run(name, model, cfg, res, {"train": df, "validation": val}, kind=kind, n_labelled=len(df), seed=seed,
-                      transfer=asdict(tc), results_dir=results_dir, overwrite=True)
+def start_factory(kind: str, # 'pretrained' or 'random'
+                  base: nn.Module, # the pretrained classifier (copied, never changed)
+                  tokenizer, # its tokenizer
+                 ) -> Callable: # make(seed) -> (model, tokenizer)
+    "The models of one start: the pretrained weights with a fresh head, or the random twin, drawn from the seed."
+    if kind == "pretrained": return lambda seed: (fresh_head(copy.deepcopy(base), seed), tokenizer)
+    if kind == "random": return lambda seed: (random_init(base, seed), tokenizer)
+    raise ValueError(f"kind must be 'pretrained' or 'random', got {kind!r}")
+
+
+def transfer_point(kind: str, # 'pretrained' or 'random'
+                   n: int | None, # labelled examples; None: the whole training split
+                   make_model: Callable, # from `start_factory`
+                   splits: dict, # train/validation/test frames, from `ft_kit.data.load_splits`
+                   tc: TransferConfig, # the experiment
+                   results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
+                  ) -> dict: # the point's search record (chosen rate, every rate tried, why it failed if it did)
+    "One point of the curves: the start's learning-rate search on `n` labels, then the other seeds at the chosen rate."
+    if kind not in tc.grids: raise ValueError(f"kind must be one of {list(tc.grids)}, got {kind!r}")
+    budget = replace(tc.budget, n_train=n)
+    data = budget_data(budget, splits)
+    opts = {"grid": tc.grids[kind], "widen": tc.widen, "overrides": {"warmup_ratio": tc.warmup[kind]}}
+    return run_method(f"{kind}-n{'all' if n is None else n}", "full", opts, data, budget, make_model, tc.prefix, results_dir,
+                      tags={"kind": kind, "n_labelled": len(data["train"])})
 
 
 def run_transfer(tc: TransferConfig | None = None, # the experiment (default TransferConfig())
                  device: str | None = None, # see `ft_kit.models.get_device`
                  results_dir=None, # default: see `ft_kit.results.resolve_results_dir`
-                ) -> list[Path]: # one record per (kind, size, seed)
-    "Run both starts on every size and seed."
+                 splits: dict | None = None, # your own train/validation/test frames; default: the review snippets
+                ) -> list[dict]: # one search record per (size, start)
+    "Run both starts on every size: each a search, then the seeds."
     tc = tc or TransferConfig()
-    base, tok = load_encoder(device=device); splits = load_splits(tc.data_seed)
-    return [transfer_run(k, n, base, tok, splits, tc, s, results_dir) for s in tc.seeds for n in tc.sizes for k in tc.kinds]
+    base, tok = load_encoder(device=device, pooling=tc.budget.pooling)
+    splits = splits or load_splits(tc.budget.data_seed)
+    makes = {k: start_factory(k, base, tok) for k in tc.kinds}
+    return [transfer_point(k, n, makes[k], splits, tc, results_dir) for n in tc.sizes for k in tc.kinds]
 
 # %% ../nbs/05_transfer.ipynb #4e4eab81
+CURVE_COLUMNS = ["kind", "n", "accuracy", "std", "min", "max", "val_accuracy", "seeds", "chosen", "status", "reason", "majority"]
+
+
 def transfer_curves(prefix: str = "transfer", # the experiment's record prefix
                     results_dir=None, # default: see `ft_kit.results.search_dirs`
-                   ) -> pd.DataFrame: # kind, n, accuracy, std, macro_f1, seeds, failed, majority (accuracy NaN: every seed failed)
-    "Validation accuracy per (start, number of labelled examples) over the seeds that passed the validity gates."
-    recs = [r for r in load_results(f"{prefix}-*", results_dir) if r.get("kind")]
-    cols = ["kind", "n", "accuracy", "std", "macro_f1", "seeds", "failed", "majority"]
-    if not recs: return pd.DataFrame(columns=cols)
-    ok = lambda r: not failures(r["metrics"], r.get("weight_change"))  # a failed run is never a point of the curve
-    df = pd.DataFrame([{"kind": r["kind"], "n": r["n_labelled"], "accuracy": r["metrics"]["accuracy"] if ok(r) else np.nan,
-                        "macro_f1": r["metrics"]["macro_f1"] if ok(r) else np.nan, "failed": not ok(r),
-                        "majority": r["metrics"]["majority_accuracy"]} for r in recs])
-    g = df.groupby(["kind", "n"], sort=True)
-    return g.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), macro_f1=("macro_f1", "mean"),
-                 seeds=("accuracy", "count"), failed=("failed", "sum"), majority=("majority", "first")).reset_index()[cols]
+                   ) -> pd.DataFrame: # one row per (kind, n): CURVE_COLUMNS (accuracy NaN where every rate failed)
+    "Test accuracy per (start, number of labelled examples) over the valid seeds at each point's chosen rate."
+    t = aggregate(prefix, results_dir)
+    if t.empty or "kind" not in t: return pd.DataFrame(columns=CURVE_COLUMNS)
+    t = t[t["kind"].notna()].rename(columns={"n_labelled": "n", "test_acc_mean": "accuracy", "test_acc_std": "std",
+                                             "test_acc_min": "min", "test_acc_max": "max", "val_acc_mean": "val_accuracy",
+                                             "majority_acc": "majority"})
+    t["n"] = t["n"].astype(int)
+    return t.sort_values(["kind", "n"]).reset_index(drop=True)[CURVE_COLUMNS]
