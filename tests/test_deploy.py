@@ -88,3 +88,36 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_int8_leaves_no_float_linear_and_shrinks(lora_model):
+    "Every Linear becomes an int8 dynamic Linear (weights stored as qint8), the state dict shrinks, the logits change a little."
+    from torch import nn
+    from ft_kit.deploy import model_size_mb, plain_model, quantize_int8
+    m, tok = lora_model
+    q = quantize_int8(m)
+    assert not [n for n, mod in q.named_modules() if type(mod) is nn.Linear]  # no float Linear left
+    qlin = [mod for mod in q.modules() if type(mod).__name__ == "Linear" and type(mod) is not nn.Linear]
+    assert qlin and all(mod.weight().dtype == torch.qint8 for mod in qlin)
+    n_linear = sum(mod.weight.numel() for mod in plain_model(m).modules() if type(mod) is nn.Linear)
+    saved = model_size_mb(plain_model(m)) - model_size_mb(q)  # int8 weights: 3 of every 4 bytes of each Linear weight
+    assert saved > 0.9 * 3 * n_linear / 2**20
+    a, b = logits(plain_model(m), tok), logits(q, tok)
+    assert 0 < (a - b).abs().max() < 0.5  # int8 rounding: close, but not the float model
+
+
+def test_compare_backends_against_an_independent_computation(lora_model, tmp_path):
+    "Accuracy, agreement and the largest logit difference equal what the models themselves give on the same texts."
+    import pandas as pd
+    from ft_kit.deploy import ModelInfo, compare_backends, plain_model, quantize_int8, save_model
+    m, tok = lora_model
+    d = save_model(m, tok, tmp_path / "m", ModelInfo(method="lora"))
+    df = pd.DataFrame({"text": TEXTS * 2, "label": [1, 0, 0, 0, 1, 1]})
+    t = compare_backends(d, df, backends=("torch", "int8"), n_latency=2, batch_size=4)
+    zf, zq = (logits(x, tok, df["text"].tolist()).numpy() for x in (plain_model(m), quantize_int8(m)))
+    y = df["label"].to_numpy()
+    assert t.loc["torch", "accuracy"] == pytest.approx((zf.argmax(1) == y).mean())
+    assert t.loc["int8", "accuracy"] == pytest.approx((zq.argmax(1) == y).mean())
+    assert t.loc["int8", "agreement"] == pytest.approx((zq.argmax(1) == zf.argmax(1)).mean())
+    assert t.loc["torch", "max_logit_diff"] == pytest.approx(0.0, abs=1e-5)
+    assert t.loc["int8", "max_logit_diff"] == pytest.approx(np.abs(zq - zf).max(), abs=1e-3) and t.loc["int8", "max_logit_diff"] > 0

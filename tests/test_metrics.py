@@ -132,3 +132,14 @@ def test_module_does_not_import_sklearn():
     code = "import sys, ft_kit.metrics; assert 'sklearn' not in sys.modules and 'torch' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_ece_bin_edges_are_closed_on_the_right():
+    """A confidence on a bin edge belongs to the bin below: bins are (lo, hi].
+    y=[1,1]; confidences 0.5 (argmax 0: wrong) in (0.4, 0.5], 0.55 (right) in (0.5, 0.6]:
+    ECE = 1/2 * |0 - 0.5| + 1/2 * |1 - 0.55| = 0.475 (half-open [lo, hi) bins would give 1/2 * 2 * |0.5 - 0.525| = 0.025)."""
+    y, p = [1, 1], [[0.5, 0.5], [0.45, 0.55]]
+    assert M.expected_calibration_error(y, p) == pytest.approx(0.475)
+    t = M.reliability_bins(y, p)
+    assert t.loc[4, "count"] == 1 and t.loc[5, "count"] == 1 and t.loc[4, "upper"] == pytest.approx(0.5)
+    assert M.expected_calibration_error([0], [[1.0, 0.0]]) == 0.0  # confidence 1 falls in the last bin, (0.9, 1]

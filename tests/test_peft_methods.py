@@ -132,15 +132,6 @@ def test_orth_penalty_zero_when_orthonormal():
     assert pm.adalora_orth_penalty(model).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_prompt_and_ia3_train_adapters_and_head():
-    m, _ = pm.peft_prompt(tiny_bert(), n_tokens=5)
-    got = trainable(m)
-    assert {n for n in got if "prompt_encoder" not in n} == {"base_model.classifier.modules_to_save.default.weight",
-                                                             "base_model.classifier.modules_to_save.default.bias"}
-    m, _ = pm.peft_ia3(tiny_bert())
-    assert all("ia3_l" in n or ".classifier.modules_to_save." in n for n in trainable(m))
-
-
 def test_prefix_tuning_runs():
     "transformers is pinned where peft's prefix tuning works on BERT: the prefix gets a gradient."
     m, _ = pm.peft_prefix(tiny_bert(), n_tokens=4)
@@ -240,3 +231,63 @@ def test_overrides_change_training_and_are_recorded(tmp_path, tok):
     assert r["overrides"] == {"epochs": 2} and r["config"]["epochs"] == 2 and r["config"]["lr"] == 3e-3
     assert r["steps"] == 2 * pm.total_steps(16, b)  # twice the one-epoch protocol's steps
     assert r["history"]["eval"][0]["step"] == r["steps"]  # validated once, at the end of the longer run
+
+
+def _scramble_ab(model, seed=0):
+    "Non-orthonormal A and B (as after some training), so that the penalty is far from zero."
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if pm._is_ab(n): p.copy_(torch.randn(p.shape, generator=g))
+
+
+def test_orth_penalty_closed_form_and_peft():
+    "The penalty equals a numpy closed form, mean over A and B of ||P P^T - I||_F, and what peft adds to its own loss."
+    model, _ = pm.peft_adalora(tiny_bert(), total_steps=4, init_r=4, target_r=2)
+    _scramble_ab(model)
+    terms = []
+    for n, p in model.named_parameters():
+        if pm._is_ab(n):
+            a = p.detach().double().numpy(); cov = a @ a.T if ".lora_A." in n else a.T @ a
+            terms.append(np.linalg.norm(cov - np.eye(len(cov)), "fro"))
+    ours = pm.adalora_orth_penalty(model)
+    assert len(terms) > 2 and ours.item() == pytest.approx(np.mean(terms), rel=1e-5) and ours.item() > 1
+    ids, y = torch.tensor([[101, 2204, 3185, 102], [101, 2919, 3185, 102]]), torch.tensor([1, 0])
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=y)  # peft adds w * penalty when labels are given
+    w = model.peft_config[model.active_adapter].orth_reg_weight
+    ce = torch.nn.functional.cross_entropy(out.logits, y)
+    assert (out.loss - ce).item() == pytest.approx(w * ours.item(), rel=1e-4)
+
+
+def test_orth_penalty_gradient_added_once_by_the_hook():
+    "Inside adalora_hooks, the step sees d(CE)/dP + w * d(penalty)/dP: peft's own loss gradient, not twice the penalty's."
+    model, _ = pm.peft_adalora(tiny_bert(), total_steps=50, init_r=4, target_r=2)
+    _scramble_ab(model)
+    ids, y = torch.tensor([[101, 2204, 3185, 102], [101, 2919, 3185, 102]]), torch.tensor([1, 0])
+    params = [p for p in model.parameters() if p.requires_grad]
+    ab = [(n, p) for n, p in model.named_parameters() if p.requires_grad and pm._is_ab(n)]
+    model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=y).loss.backward()  # peft: CE + w * penalty
+    want = {n: p.grad.clone() for n, p in ab}
+    model.zero_grad()
+    opt = torch.optim.SGD(params, lr=0.0)
+    with pm.adalora_hooks(model):
+        torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits, y).backward()
+        opt.step()
+    for n, p in ab: torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6)
+
+
+def test_ia3_prompt_prefix_train_exactly_their_vectors():
+    "Exact trainable sets and closed-form counts from the config: an empty or a wrong set fails (not an all() over nothing)."
+    cfg = tiny_bert().config; H, I, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    head = {"weight": (2, H), "bias": (2,)}
+    def shapes(m): return {n: tuple(p.shape) for n, p in m.named_parameters() if p.requires_grad}
+    ia3 = {f"base_model.model.bert.encoder.layer.{i}.{mod}.ia3_l.default": s for i in range(L) for mod, s in
+           (("attention.self.key", (H, 1)), ("attention.self.value", (H, 1)),  # keys and values rescaled per output unit
+            ("attention.output.dense", (1, H)), ("output.dense", (1, I)))}  # peft's feed-forward rule: per input unit
+    ia3.update({f"base_model.model.classifier.modules_to_save.default.{k}": s for k, s in head.items()})
+    assert shapes(pm.peft_ia3(tiny_bert())[0]) == ia3
+    assert sum(np.prod(s) for s in ia3.values()) == L * (3 * H + I) + 2 * H + 2
+    cls = {f"base_model.classifier.modules_to_save.default.{k}": s for k, s in head.items()}
+    assert shapes(pm.peft_prompt(tiny_bert(), n_tokens=5)[0]) == {**cls, "prompt_encoder.default.embedding.weight": (5, H)}
+    # prefix tuning: a key and a value vector per virtual token, per layer
+    assert shapes(pm.peft_prefix(tiny_bert(), n_tokens=4)[0]) == {**cls, "prompt_encoder.default.embedding.weight": (4, 2 * L * H)}
