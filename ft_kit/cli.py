@@ -100,11 +100,12 @@ def finetune(csv: str | Path,  # the labelled CSV
              merge: bool = False,  # LoRA: save merged weights instead of an adapter folder
              force: bool = False,  # replace an existing output folder
              progress: bool = True,  # show the progress bar
+             seed: int = 0,  # seeds the new head, the adapters, the batch order and dropout: the same seed, the same model
             ) -> dict:  # validation metrics
     "Fine-tune the packaged encoder on a CSV and write a model folder and a report."
     from ft_kit.metrics import evaluate
     from ft_kit.data import make_loader
-    from ft_kit.train import TrainConfig, predict, train
+    from ft_kit.train import TrainConfig, predict, seed_everything, train
     if method not in DEFAULT_LR: raise ValueError(f"--method must be one of {sorted(DEFAULT_LR)}, got {method!r}")
     raw = label_values(csv, label_col)  # the user's own two label names, if any
     df = load_csv(csv, text_col, label_col, raw)
@@ -112,14 +113,15 @@ def finetune(csv: str | Path,  # the labelled CSV
     if max_rows: df = sample_balanced(df, min(max_rows, len(df)))
     splits = stratified_split(df)
     out = Path(out); _prepare_out(out, force)
+    seed_everything(seed)  # before the model is built: its new head (and LoRA's A) are drawn from the global RNG
     model, tok = make_model(method)
-    cfg = TrainConfig(lr=lr or DEFAULT_LR[method], epochs=epochs, max_length=max_length)
+    cfg = TrainConfig(lr=lr or DEFAULT_LR[method], epochs=epochs, max_length=max_length, seed=seed)
     res = train(model, splits, cfg, tok, progress=progress)
     probs = predict(model, make_loader(splits["validation"], tok, max_length=max_length))
     metrics = evaluate(splits["validation"]["label"].to_numpy(), probs, train_labels=splits["train"]["label"].to_numpy())
     save_model(model, tok, out, ModelInfo(method, labels, max_length), merge=merge)
     settings = {"data": Path(csv).name, "rows": len(df), "train": len(splits["train"]), "validation": len(splits["validation"]),
-                "method": method, "epochs": epochs, "lr": cfg.lr, "max_length": max_length, "steps": res.steps,
+                "method": method, "epochs": epochs, "lr": cfg.lr, "max_length": max_length, "seed": seed, "steps": res.steps,
                 "train_time_s": round(res.train_time_s, 1)}
     write_report(out / "report", metrics, res.history, settings, labels)
     return metrics
@@ -170,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:  # the `ft-kit` parser with its t
     f.add_argument("--max-rows", type=int, default=None); f.add_argument("--max-length", type=int, default=128)
     f.add_argument("--merge", action="store_true", help="LoRA: save merged weights instead of an adapter")
     f.add_argument("--force", action="store_true", help="replace an existing output folder")
+    f.add_argument("--seed", type=int, default=0, help="seed of the new head, adapters, batch order and dropout (default 0)")
     r = sub.add_parser("predict", help="predict the texts of a CSV")
     r.add_argument("model_dir"); r.add_argument("csv"); r.add_argument("--text-col", default="text")
     r.add_argument("--out", default=None, help="CSV to write (default: print to stdout)")
@@ -185,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:  # the `ft-kit` parser with its t
 def _run(a: argparse.Namespace) -> int:
     "Run the parsed subcommand; 0 on success."
     if a.command == "finetune":
-        m = finetune(a.csv, a.out, a.text_col, a.label_col, a.method, a.epochs, a.lr, a.max_rows, a.max_length, a.merge, a.force)
+        m = finetune(a.csv, a.out, a.text_col, a.label_col, a.method, a.epochs, a.lr, a.max_rows, a.max_length, a.merge, a.force,
+                     seed=a.seed)
         print(f"validation accuracy {m['accuracy']:.3f} on {m['n']} rows (majority class: {m['majority_accuracy']:.3f}); "
               f"model in {a.out}, report in {Path(a.out) / 'report' / 'index.html'}")
     elif a.command == "predict":

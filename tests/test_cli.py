@@ -81,3 +81,17 @@ def test_lora_finetune_writes_a_peft_folder(data):
     assert r.returncode == 0, r.stderr
     assert read_info(out).format == "peft" and (out / "adapter_model.safetensors").exists()
     assert load_classifier(out).predict(["fine"])[0]["label"] in ("bad", "good")
+
+
+def test_same_seed_same_predictions_file(data):
+    "Two `ft-kit finetune` runs with one seed give identical prediction files; another seed gives another model."
+    outs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--method", "lora",
+                   "--epochs", 1, "--seed", seed, "--out", data / f"seed_{name}")
+        assert r.returncode == 0, r.stderr
+        assert ft_kit("predict", data / f"seed_{name}", data / "new.csv", "--text-col", "review", "--out", data / f"p_{name}.csv").returncode == 0
+        outs[name] = (data / f"p_{name}.csv").read_text()
+    assert outs["a"] == outs["b"]
+    assert outs["a"] != outs["c"]
+    assert json.loads((data / "seed_c" / "report" / "metrics.json").read_text())["settings"]["seed"] == 1

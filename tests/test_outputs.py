@@ -41,3 +41,37 @@ def test_the_check_can_fail(tmp_path):
     nb.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "execute_result",
                                         "data": {"text/plain": ["'no results saved yet: run `make results`'"]}}]}]}))
     assert "no results saved yet" in saved_text(nb) and RECORDS
+
+
+WRITERS = ("save_result", "record_run", "run_protocol", "run_transfer", "run_method", "transfer_point")  # take results_dir
+
+
+def registry_writes(source: str) -> list[str]:
+    "Calls in a lesson cell that write records without saying where (no results_dir, no LESSON, no FT_KIT_RESULTS_DIR)."
+    if "FT_KIT_RESULTS_DIR" in source: return []
+    out = []
+    for line_no, line in enumerate(source.splitlines()):
+        code = line.split("#", 1)[0]
+        for name in WRITERS:
+            i = code.find(f"{name}(")
+            if i < 0 or code[i - 1:i] in (".", "_") or code[i + len(name) + 1:].startswith("..."): continue
+            call, depth = "", 0  # the call's text up to its closing parenthesis, over several lines if need be
+            for ch in "\n".join(source.splitlines()[line_no:])[source.splitlines()[line_no].find(f"{name}(") + len(name):]:
+                call += ch; depth += ch == "("; depth -= ch == ")"
+                if depth == 0: break
+            if "results_dir" not in call and "LESSON" not in call: out.append(f"{name}{call[:80]}")
+    return out
+
+
+@pytest.mark.parametrize("nb", sorted((ROOT / "nbs").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_lessons_never_write_into_the_committed_registry(nb):
+    "A lesson's own runs go to `lesson_results_dir()` (or a temporary folder): never data/results, which make results owns."
+    cells = [("".join(c["source"])) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    bad = [w for s in cells if not s.startswith("#| export") for w in registry_writes(s)]
+    assert not bad, f"{nb.name} writes records into the committed registry: {bad}; pass results_dir=lesson_results_dir()"
+
+
+def test_the_write_check_can_fail():
+    assert registry_writes('save_result("deploy_backends", {}, {"a": 1},\n    split="x", overwrite=True)')
+    assert not registry_writes('save_result("x", {}, {},\n    results_dir=LESSON)')
+    assert not registry_writes('# save_result(...) is how\nr = get_result("x")')
