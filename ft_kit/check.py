@@ -91,7 +91,7 @@ def check_machine() -> list[Check]:  # CPU threads, GPU, the SmolLM2 cache; info
     try:
         from ft_kit.models import _cache_ok, smollm2_cache
         done = _cache_ok(smollm2_cache())
-        info.append(Check("SmolLM2 cache", done, "converted" if done else "not yet: the first load_causal_lm() converts it (30-40 s)", required=False))
+        info.append(Check("SmolLM2 cache", done, "converted" if done else "not yet: the first load_causal_lm() converts it once", required=False))
     except ImportError as e: info.append(Check("SmolLM2 cache", False, f"unknown ({e.name} missing)", required=False))
     return info
 
