@@ -43,10 +43,10 @@ bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench
 
 results: $(STAMP)  ## full-size runs that write data/results/*.json (slow: run once, commit the JSON)
-	PATH=$(BIN):$$PATH $(BIN)/python -m bench.runs
-	PATH=$(BIN):$$PATH $(BIN)/python -m bench.protocol
-	PATH=$(BIN):$$PATH $(BIN)/python -m bench.prompting_results
-	PATH=$(BIN):$$PATH $(BIN)/python -m bench.continual
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.runs
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.protocol
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompting_results
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.continual
 	$(BIN)/python -m bench.gates  # records of scripts that do not gate their own runs get their verdict (valid, failed)
 
 DDP_PROCS ?= 2
