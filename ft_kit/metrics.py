@@ -10,7 +10,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['check_labels', 'check_probs', 'predictions', 'accuracy', 'confusion_matrix', 'precision_recall_f1',
-           'majority_baseline', 'reliability_bins', 'expected_calibration_error', 'evaluate']
+           'majority_baseline', 'reliability_bins', 'expected_calibration_error', 'bins_ece', 'evaluate']
 
 # %% ../nbs/04_metrics.ipynb #d787732e
 def _to_numpy(x, # a list, numpy array, pandas object or torch tensor
@@ -155,8 +155,13 @@ def expected_calibration_error(labels, # true classes
                                n_bins: int = 10, # number of equal-width confidence bins
                               ) -> float: # sum over bins of (bin size / n) * |accuracy - mean confidence|
     "Expected calibration error with `n_bins` equal-width confidence bins (empty bins add nothing)."
-    t = reliability_bins(labels, probs, n_bins)
-    t = t[t["count"] > 0]
+    return bins_ece(reliability_bins(labels, probs, n_bins))
+
+
+def bins_ece(bins: pd.DataFrame, # from `reliability_bins`: count, accuracy, confidence per bin
+            ) -> float: # the ECE of those bins
+    "The ECE of a per-bin table: the count-weighted mean of |accuracy - confidence| over non-empty bins."
+    t = bins[bins["count"] > 0]
     return float((t["count"] / t["count"].sum() * (t["accuracy"] - t["confidence"]).abs()).sum())
 
 # %% ../nbs/04_metrics.ipynb #8225713c

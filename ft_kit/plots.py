@@ -5,10 +5,19 @@
 # %% ../nbs/80_plots.ipynb #693ca661
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+
+from .losses import binary_cross_entropy, cross_entropy, entropy, sigmoid, smooth_targets, softmax, value_and_grad
+from .metrics import bins_ece
 
 # %% auto #0
 __all__ = ['DPI', 'new_ax', 'plot_lora_params', 'plot_confusion_matrix', 'plot_reliability', 'plot_class_balance',
@@ -48,10 +57,6 @@ def plot_lora_params(ranks: list[int],  # the ranks r on the x axis
     return fig
 
 # %% ../nbs/80_plots.ipynb #921c90db
-import numpy as np
-import pandas as pd
-
-
 def plot_confusion_matrix(cm, # (C, C) counts: rows true classes, columns predicted (`ft_kit.metrics.confusion_matrix`)
                           class_names: list | tuple | None = None, # a name per class; default 0, 1, ...
                           normalize: bool = False, # show each row as fractions of its true class (then the diagonal is recall)
@@ -87,18 +92,13 @@ def plot_reliability(bins: pd.DataFrame, # per-bin table from `ft_kit.metrics.re
     ax.bar(centers, t["confidence"] - t["accuracy"], bottom=t["accuracy"], width=width * 0.9, color="tab:red",
            alpha=0.3, hatch="//", label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
-    ece = float((t["count"] / t["count"].sum() * (t["accuracy"] - t["confidence"]).abs()).sum())
+    ece = bins_ece(bins)  # the one ECE formula, ft_kit.metrics's
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title}\nECE = {ece:.3f}")
     ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     return fig
 
 # %% ../nbs/80_plots.ipynb #6a23b1d2
-from collections.abc import Mapping
-
-import numpy as np
-
-
 def _groups(data, default: str) -> dict:
     "A dict name -> array from a mapping, or `{default: array}` from one sequence."
     if isinstance(data, Mapping): return {str(k): np.asarray(v) for k, v in data.items()}
@@ -146,9 +146,8 @@ def plot_token_lengths(lengths, # tokens per text: one sequence, or a mapping na
     return fig
 
 # %% ../nbs/80_plots.ipynb #a14c3a29
-import torch
+#| export
 
-from .losses import binary_cross_entropy, cross_entropy, entropy, sigmoid, smooth_targets, softmax, value_and_grad
 
 # %% ../nbs/80_plots.ipynb #f985ffe6
 def plot_bce_curve(p: float,  # the predicted probability of class 1 to mark, in (0, 1)
@@ -244,9 +243,6 @@ def plot_params_per_block(counts: dict[str, int],  # block name -> parameter cou
     return fig
 
 # %% ../nbs/80_plots.ipynb #3297779f
-import numpy as np
-
-
 def smooth(values, # a sequence of numbers, e.g. the loss of each step
            window: int = 10, # the number of points each mean covers (at most)
           ) -> np.ndarray: # running means, same length as `values`
@@ -330,10 +326,6 @@ def plot_lr_sweep(lrs, # the learning rates tried
     return fig
 
 # %% ../nbs/80_plots.ipynb #01740b82
-import numpy as np
-import pandas as pd
-
-
 def plot_k_curves(runs: pd.DataFrame,  # one row per run: columns k, strategy, accuracy
                   baseline: float | None = None,  # e.g. the majority-class accuracy, a dashed line
                   ax: Axes | None = None,  # draw here if given
@@ -422,10 +414,6 @@ def plot_prompt_predictions(texts: list,  # snippets (shortened on the plot)
     return fig
 
 # %% ../nbs/80_plots.ipynb #b6abba4b
-import numpy as np
-import pandas as pd
-
-
 def plot_transfer(curves: pd.DataFrame,  # one row per (kind, n): columns kind, n, accuracy, std (NaN for one seed)
                   baseline: float | None = None,  # the majority-class accuracy, a dashed line
                   ax: Axes | None = None,  # draw here if given
@@ -444,11 +432,6 @@ def plot_transfer(curves: pd.DataFrame,  # one row per (kind, n): columns kind, 
     return fig
 
 # %% ../nbs/80_plots.ipynb #52fa77ad
-import numpy as np
-import pandas as pd
-from matplotlib.colors import LogNorm
-
-
 def spread_labels(y: list[float], # the points' heights, in data units
                   gap: float, # the smallest distance wanted between two labels
                  ) -> list[float]: # label heights, in the same order, at least `gap` apart, as close to `y` as possible
@@ -582,9 +565,6 @@ def plot_backends(table, # one row per backend (index), columns accuracy, ms_per
     return fig
 
 # %% ../nbs/80_plots.ipynb #684e19b0
-import numpy as np
-
-
 def plot_accuracy_matrix(matrix,  # [[A after A, B after A], [A after B, B after B]] accuracies
                          title: str = "",  # e.g. the method's name
                          ax: Axes | None = None,  # draw here if given
