@@ -40,7 +40,7 @@ __all__ = ['GRIDS', 'HEAD_LR', 'METHODS', 'SEEDLESS', 'protocol_budget', 'Method
            'peft_adalora', 'adalora_ranks', 'peft_ia3', 'peft_prompt', 'peft_prefix', 'method_grid', 'prepare',
            'encoder_factory', 'predicted_share', 'trainable_blocks', 'saved_mb', 'run_one', 'run_method',
            'run_protocol', 'protocol_table', 'show_table', 'search_curves', 'trainable_map', 'lora_rank_summary',
-           'rank_sweep']
+           'protocol_summary', 'rank_sweep', 'sweep_summary']
 
 # %% ../nbs/07_peft.ipynb #7e120faf
 GRIDS = {"probe": (1e-4, 1e-3, 1e-2, 1e-1),  # the probe's L2 penalty (it has no learning rate)
@@ -523,6 +523,39 @@ def lora_rank_summary(model: nn.Module, # the base model (before any adapter)
     return {**c, "adapter_mb": 4 * (c["adapter"] + c["head"]) / 2**20, "scaling": alpha / r,
             "measured": [(x["options"]["alpha"], x["test"]["accuracy"]) for x in runs]}
 
+# %% ../nbs/07_peft.ipynb #7c08f651
+def protocol_summary(t: pd.DataFrame, # `protocol_table`
+                    ) -> str: # sentences with every figure read from the table
+    "What the table says about LoRA, BitFit and the head against full fine-tuning and the probe, from the records."
+    ok = t[t["status"] == "ok"]
+    if "full" not in ok.index: return "Full fine-tuning has no valid run in this table yet."
+    f = ok.loc["full"]
+    out = [f"Full fine-tuning reaches {100 * f['test_acc']:.1f}% test accuracy (mean of {f['seeds']} seeds, "
+           f"training {int(f['trainable']):,} parameters)."]
+    for label, name in (("lora", "LoRA r=8"), ("peft_adalora", "AdaLoRA"), ("bitfit", "BitFit"), ("peft_ia3", "IA3"),
+                        ("last2", "The last two layers"), ("peft_prefix", "Prefix tuning"), ("peft_prompt", "Prompt tuning")):
+        if label in ok.index:
+            r = ok.loc[label]; gap = 100 * (f["test_acc"] - r["test_acc"])
+            out.append(f"{name} reaches {100 * r['test_acc']:.1f}% training {r['trainable_pct']:.2f}% of the parameters, "
+                       f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} full fine-tuning.")
+    if {"head", "probe"} <= set(ok.index):
+        out.append(f"The head alone reaches {100 * ok.loc['head', 'test_acc']:.1f}%, the probe {100 * ok.loc['probe', 'test_acc']:.1f}%.")
+    if {"head", "head_cls"} <= set(ok.index):
+        d = 100 * (ok.loc["head", "test_acc"] - ok.loc["head_cls", "test_acc"])
+        out.append(f"Put on BERT's [CLS] pooler instead of the mean-pooled vector MiniLM was trained to produce, the same head "
+                   f"reaches {100 * ok.loc['head_cls', 'test_acc']:.1f}% at its own best rate, {abs(d):.1f} points "
+                   f"{'below' if d > 0 else 'above'} the mean-pooled head" + (": which vector the head reads matters more than "
+                   "its learning rate." if d > 2 else "."))
+    if "lora" in ok.index:
+        for label, name in (("dora", "DoRA"), ("rslora", "rsLoRA"), ("lora_all", "LoRA on every linear layer")):
+            if label in ok.index:
+                d = 100 * (ok.loc[label, "test_acc"] - ok.loc["lora", "test_acc"])
+                out.append(f"{name} reaches {100 * ok.loc[label, 'test_acc']:.1f}% ({abs(d):.1f} points {'above' if d > 0 else 'below'} LoRA r=8, "
+                           f"training {ok.loc[label, 'trainable_pct']:.2f}% of the parameters).")
+    bad = t[t["status"] == "failed"]
+    out.append(f"Rows whose every learning rate failed the gates: {', '.join(bad.index) or 'none'}.")
+    return " ".join(out)
+
 # %% ../nbs/07_peft.ipynb #b66395b5
 def rank_sweep(t: pd.DataFrame, # `protocol_table`: needs its `options`, `method` and accuracy columns
               ) -> pd.DataFrame: # rule, r, alpha, scaling, test_acc, test_acc_std, seeds, chosen, status (one row per rule and rank)
@@ -537,3 +570,16 @@ def rank_sweep(t: pd.DataFrame, # `protocol_table`: needs its `options`, `method
                          "test_acc_std": x["test_acc_std"], "seeds": x["seeds"], "chosen": x["chosen"], "status": x["status"]})
     cols = ["label", "rule", "r", "alpha", "scaling", "test_acc", "test_acc_std", "seeds", "chosen", "status"]
     return pd.DataFrame(rows, columns=cols).sort_values(["rule", "r"]).reset_index(drop=True)
+
+# %% ../nbs/07_peft.ipynb #e7562084
+def sweep_summary(s: pd.DataFrame, # `rank_sweep`
+                 ) -> str: # a sentence per alpha rule, figures from the records
+    "What the rank sweep says, from the records: the best rank under each rule and the spread across ranks."
+    s = s[s["status"] == "ok"]
+    if s["r"].nunique() < 3: return "The rank sweep has not run at full size yet (`make results`)."
+    out = []
+    for rule, g in s.groupby("rule"):
+        best, worst = g.loc[g["test_acc"].idxmax()], g.loc[g["test_acc"].idxmin()]
+        out.append(f"With {rule}, the best rank is r = {best['r']} ({100 * best['test_acc']:.1f} ± {100 * best['test_acc_std']:.1f}%) and "
+                   f"the worst r = {worst['r']} ({100 * worst['test_acc']:.1f}%), {100 * (best['test_acc'] - worst['test_acc']):.1f} points apart")
+    return "; ".join(out) + " (each rank at its own best learning rate, mean ± std over seeds)."

@@ -22,7 +22,7 @@ from .peft_methods import run_method
 
 # %% auto #0
 __all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'CURVE_COLUMNS', 'random_init', 'transfer_budget', 'TransferConfig',
-           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves']
+           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves', 'transfer_summary']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
@@ -111,3 +111,24 @@ def transfer_curves(prefix: str = "transfer", # the experiment's record prefix
                                              "majority_acc": "majority"})
     t["n"] = t["n"].astype(int)
     return t.sort_values(["kind", "n"]).reset_index(drop=True)[CURVE_COLUMNS]
+
+# %% ../nbs/05_transfer.ipynb #016f14ec
+def transfer_summary(c: pd.DataFrame, # `transfer_curves`
+                    ) -> str: # sentences with every figure read from the curves
+    "The story of the curves in numbers: the gap at each end, when random first beats the majority class, what failed."
+    bad = c[c["accuracy"].isna()]
+    note = ("" if bad.empty else " Points with no valid run are not on the plot: "
+            + "; ".join(f"{k} start at {n:,} labels ({r})" for k, n, r in zip(bad["kind"], bad["n"], bad["reason"])) + ".")
+    c = c.dropna(subset=["accuracy"])
+    p, r = (c[c["kind"] == k].set_index("n") for k in ("pretrained", "random"))
+    ns = sorted(set(p.index) & set(r.index))
+    if not ns: return "No size has a valid point of both starts yet." + note
+    pm = lambda d, n: f"{d.loc[n, 'accuracy']:.1%}" + ("" if pd.isna(d.loc[n, "std"]) else f" ± {d.loc[n, 'std']:.1%}")
+    lo, hi = ns[0], ns[-1]
+    gaps = [p.loc[n, "accuracy"] - r.loc[n, "accuracy"] for n in ns]
+    first = next((n for n in sorted(r.index) if r.loc[n, "accuracy"] > r.loc[n, "majority"]), None)
+    return (f"With {lo:,} labelled snippets the pretrained start reaches {pm(p, lo)} on the test split and the random one "
+            f"{pm(r, lo)} (majority class {c['majority'].iloc[0]:.1%}); with {hi:,} they reach {pm(p, hi)} and {pm(r, hi)}. "
+            f"Pretraining is worth {100 * min(gaps):.1f} to {100 * max(gaps):.1f} points of test accuracy at the sizes where both "
+            "starts have a valid point (mean ± standard deviation over seeds)"
+            + (f"; the random start first beats the majority class at {first:,} labels." if first is not None else ".") + note)

@@ -75,3 +75,22 @@ def test_the_write_check_can_fail():
     assert registry_writes('save_result("deploy_backends", {}, {"a": 1},\n    split="x", overwrite=True)')
     assert not registry_writes('save_result("x", {}, {},\n    results_dir=LESSON)')
     assert not registry_writes('# save_result(...) is how\nr = get_result("x")')
+
+
+def _summaries() -> list[tuple[str, str]]:
+    "(notebook, sentence) pairs: what lessons 05 and 07 must print, recomputed here from the committed records."
+    from ft_kit.peft_methods import protocol_summary, protocol_table, rank_sweep, sweep_summary
+    from ft_kit.transfer import transfer_curves, transfer_summary
+    out, d = [], ROOT / "data" / "results"
+    if list(d.glob("peft-*-search.json")):
+        t = protocol_table("peft", d)
+        out += [("07_peft", protocol_summary(t)), ("07_peft", sweep_summary(rank_sweep(t)))]
+    if list(d.glob("transfer-*-search.json")): out.append(("05_transfer", transfer_summary(transfer_curves("transfer", d))))
+    return out
+
+
+@pytest.mark.parametrize("nb,sentence", _summaries(), ids=lambda x: x if len(x) < 20 else x[:20])
+def test_result_sentences_equal_their_records(nb, sentence):
+    "The sentence a lesson prints about its full-size results is the one the committed records give today."
+    assert sentence in saved_text(ROOT / "nbs" / f"{nb}.ipynb"), (
+        f"{nb}.ipynb does not print what its records say now:\n  {sentence}\nre-execute it (make lessons LESSONS={nb})")
