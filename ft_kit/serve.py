@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
+import re
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -20,26 +23,33 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .deploy import Classifier, load_classifier
 
 # %% auto #0
-__all__ = ['ServeConfig', 'PredictRequest', 'check_request', 'Batcher', 'docs_html', 'create_app', 'free_port', 'run_server']
+__all__ = ['NOT_BLANK', 'ServeConfig', 'PredictRequest', 'check_request', 'request_schemas', 'response_schemas',
+           'predict_responses', 'Batcher', 'ServiceError', 'BodyLimit', 'parse_json', 'read_request', 'docs_html',
+           'create_app', 'free_port', 'run_server']
 
 # %% ../nbs/10a_serve.ipynb #d17b6cc5
+# a character that is not whitespace, exactly as `str.isspace` sees it, in a form every regex dialect reads alike
+NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 @dataclass
 class ServeConfig:
     "Limits and batching of the prediction service."
     max_texts: int = 64  # most texts in one request
     max_chars: int = 2000  # most characters in one text (longer texts are cut to the model's max_length tokens anyway)
+    max_body_bytes: int = 2**20  # most bytes in one request body (1 MiB); a bigger one gets 413 before it is parsed
     batching: bool = True  # run the texts of concurrent requests together, one forward pass at a time
     max_batch: int = 64  # most texts in one forward pass when batching
 
 
 class PredictRequest(BaseModel):
     "The body of POST /predict: one text or a batch of texts."
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+    model_config = ConfigDict(extra="forbid", strict=True)  # a misspelt field is an error; no type coercion
     text: str | None = Field(None, description="one text to classify", examples=["A warm, funny film."])
     texts: list[str] | None = Field(None, description="several texts to classify", examples=[["Great!", "Dull."]])
 
@@ -48,15 +58,73 @@ def check_request(req: PredictRequest,  # the parsed body
                   cfg: ServeConfig,  # the limits
                  ) -> list[str]:  # the texts to classify
     "The request's texts, or a ValueError whose message says what to fix."
-    if (req.text is None) == (req.texts is None): raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+    sent = [k for k in ("text", "texts") if k in req.model_fields_set]  # an explicit null counts as sent
+    if len(sent) != 1: raise ValueError('send exactly one of "text" (a string) or "texts" (a list of strings)')
+    if getattr(req, sent[0]) is None:
+        raise ValueError(f'"{sent[0]}" is null: send {"a string" if sent == ["text"] else "a list of strings"}')
     texts = [req.text] if req.text is not None else req.texts
     if not texts: raise ValueError('"texts" is empty: send at least one text')
-    if len(texts) > cfg.max_texts: raise ValueError(f"too many texts: {len(texts)} > {cfg.max_texts}; split them into several requests")
+    if len(texts) > cfg.max_texts:
+        raise ValueError(f"too many texts: {len(texts)} > {cfg.max_texts}; split them into several requests")
     for i, t in enumerate(texts):
         where = "text" if req.text is not None else f"texts[{i}]"
-        if not t.strip(): raise ValueError(f"{where} is empty or only whitespace")
+        if not re.search(NOT_BLANK, t): raise ValueError(f"{where} is empty or only whitespace")
         if len(t) > cfg.max_chars: raise ValueError(f"{where} has {len(t)} characters; the limit is {cfg.max_chars}")
     return texts
+
+# %% ../nbs/10a_serve.ipynb #7d3b9f14
+def _ref(name: str,  # a schema in the OpenAPI components
+        ) -> dict:  # a JSON Schema reference to it
+    "A `$ref` to one of the schemas that `create_app` adds to the OpenAPI components."
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def request_schemas(cfg: ServeConfig,  # the limits to publish
+                   ) -> dict:  # component name -> JSON Schema
+    "The schemas of POST /predict's body: exactly one of `text` or `texts`, with every limit `check_request` applies."
+    text = {"type": "string", "minLength": 1, "maxLength": cfg.max_chars, "pattern": NOT_BLANK,
+            "description": f"1 to {cfg.max_chars} characters, not only whitespace"}
+    one = {"type": "object", "required": ["text"], "additionalProperties": False,
+           "properties": {"text": {**text, "examples": ["A warm, funny film."]}}}
+    texts = {"type": "array", "items": text, "minItems": 1, "maxItems": cfg.max_texts,
+             "description": f"1 to {cfg.max_texts} texts", "examples": [["Great!", "Dull."]]}
+    many = {"type": "object", "required": ["texts"], "additionalProperties": False, "properties": {"texts": texts}}
+    body = {"oneOf": [_ref("OneText"), _ref("ManyTexts")],
+            "description": f'exactly one of "text" or "texts"; the whole body at most {cfg.max_body_bytes} bytes'}
+    return {"OneText": one, "ManyTexts": many, "PredictRequest": body}
+
+
+def response_schemas(labels: Sequence[str],  # the model's class names
+                     cfg: ServeConfig,  # the limits (most predictions in one answer)
+                    ) -> dict:  # component name -> JSON Schema
+    "The schemas of POST /predict's answers: one prediction, a list of them, or an error."
+    probs = {"type": "object", "required": list(labels), "additionalProperties": False,
+             "properties": {l: {"type": "number", "minimum": 0, "maximum": 1} for l in labels}}
+    pred = {"type": "object", "required": ["label", "probs"], "additionalProperties": False,
+            "properties": {"label": {"type": "string", "enum": list(labels)}, "probs": probs}}
+    preds = {"type": "object", "required": ["predictions"], "additionalProperties": False, "properties": {
+        "predictions": {"type": "array", "items": _ref("Prediction"), "minItems": 1, "maxItems": cfg.max_texts}}}
+    item = {"type": "object",
+            "properties": {"loc": {"type": "array"}, "msg": {"type": "string"}, "type": {"type": "string"}}}
+    error = {"type": "object", "required": ["error"], "properties": {
+        "error": {"type": "string", "minLength": 1, "description": "what went wrong, and what to change"},
+        "detail": {"type": "array", "items": item, "description": "a 422 for the wrong shape: pydantic's errors"}}}
+    return {"Prediction": pred, "Predictions": preds, "Error": error}
+
+
+def predict_responses(cfg: ServeConfig,  # the limits named in the descriptions
+                     ) -> dict:  # status -> OpenAPI response object
+    "Every status POST /predict can answer, each with the schema of its JSON body."
+    err = lambda why: {"description": why, "content": {"application/json": {"schema": _ref("Error")}}}
+    ok = {"oneOf": [_ref("Prediction"), _ref("Predictions")]}
+    return {200: {"description": '{"label", "probs"} for "text"; {"predictions": [...]} for "texts", in their order',
+                  "content": {"application/json": {"schema": ok}}},
+            400: err("the body is not JSON text: not UTF-8, broken syntax, NaN or Infinity, or an unpaired surrogate"),
+            413: err(f"the body is over {cfg.max_body_bytes} bytes (refused before it is read)"),
+            415: err("the Content-Type is not application/json"),
+            422: err("JSON that the PredictRequest schema refuses: wrong types, unknown, both or neither fields, "
+                     "empty, blank or too long texts, too many texts"),
+            500: err("the model failed on this request (the service goes on)")}
 
 # %% ../nbs/10a_serve.ipynb #c05ff696
 class Batcher:
@@ -119,28 +187,188 @@ async def _loop(self: Batcher) -> None:
 
 Batcher._take, Batcher._loop = _take, _loop
 
+# %% ../nbs/10a_serve.ipynb #b2f6d8e1
+class ServiceError(Exception):
+    "A refusal or failure that the service answers with `status` and the JSON body {\"error\": message}."
+    def __init__(self, status: int,  # the HTTP status
+                 message: str,  # what went wrong, and what to change
+                ):
+        super().__init__(message); self.status, self.message = status, message
+
+
+def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    "The JSON answer of a `ServiceError`."
+    return JSONResponse({"error": exc.message}, exc.status)
+
+
+def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    "Anything unforeseen: a 500 whose body is JSON as well (uvicorn logs the traceback)."
+    why = f"the server failed on this request ({type(exc).__name__}); its log has the details"
+    return JSONResponse({"error": why}, 500)
+
+
+def _too_large(max_bytes: int,  # the limit that was passed
+              ) -> JSONResponse:  # the 413 answer
+    "The answer to a body over the size limit."
+    return JSONResponse({"error": f"the request body is over the limit of {max_bytes} bytes: "
+                                  "send fewer or shorter texts, in several requests"}, 413)
+
+# %% ../nbs/10a_serve.ipynb #c4a9e7f3
+def _declared_length(scope: dict,  # an ASGI HTTP scope
+                    ) -> int | None:  # the body size the client announced, if it announced a readable one
+    "The request's Content-Length header as a number."
+    for k, v in scope.get("headers", []):
+        if k.lower() == b"content-length": return int(v) if v.strip().isdigit() else None
+    return None
+
+
+def _replay(first: dict,  # the message to give first
+            receive,  # the server's ASGI receive, for what comes after
+           ):  # an ASGI receive
+    "A `receive` that gives `first`, then whatever the server has next (a disconnect)."
+    pending = [first]
+    async def again() -> dict: return pending.pop() if pending else await receive()
+    return again
+
+
+class BodyLimit:
+    "ASGI middleware: a request body over `max_bytes` gets 413 before the app sees it, whether declared or streamed."
+    def __init__(self, app,  # the ASGI app behind it
+                 max_bytes: int,  # the largest body passed on
+                 drain_bytes: int = 2**24,  # after a 413, read and drop at most this much more (see `_refuse`)
+                ):
+        self.app, self.max_bytes, self.drain_bytes = app, max_bytes, drain_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http": return await self.app(scope, receive, send)
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_bytes:  # refused before a byte of it is read
+            return await self._refuse(receive, send, drain=declared <= self.drain_bytes)
+        chunks, size, more = [], 0, True
+        while more:  # no Content-Length (chunked), or one that lies: count the bytes as they arrive
+            msg = await receive()
+            if msg["type"] != "http.request": return  # the client went away: nobody to answer
+            chunks.append(msg.get("body", b"")); size += len(chunks[-1]); more = msg.get("more_body", False)
+            if size > self.max_bytes: return await self._refuse(receive, send, drain=more)  # never holds more
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay(body, receive), send)
+
+# %% ../nbs/10a_serve.ipynb #c4a9e7f4
+async def _refuse(self: BodyLimit, receive, send,
+                  drain: bool,  # whether the client is still sending a body of at most `drain_bytes`
+                 ) -> None:
+    "Answer 413; before ending the answer, receive and drop the rest of the body (up to `drain_bytes`)."
+    answer = _too_large(self.max_bytes)
+    await send({"type": "http.response.start", "status": 413, "headers": answer.raw_headers})
+    await send({"type": "http.response.body", "body": answer.body, "more_body": True})
+    dropped = 0
+    while drain and dropped <= self.drain_bytes:
+        msg = await receive()
+        dropped += len(msg.get("body", b""))
+        drain = msg["type"] == "http.request" and msg.get("more_body", False)
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+BodyLimit._refuse = _refuse
+
+# %% ../nbs/10a_serve.ipynb #d6b1f5a8
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a \u escape of a UTF-16 surrogate, paired or not
+
+
+def _no_constant(name: str): raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes,  # a request body
+              ) -> object:  # its JSON value
+    "The JSON value of `body`, or a 400 `ServiceError`: UTF-8 JSON text, no NaN or Infinity, no unpaired surrogate."
+    example = 'send e.g. {"text": "..."} with Content-Type: application/json'
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError: raise ServiceError(400, f"the body is nested too deeply to read: {example}") from None
+    except ValueError as e: raise ServiceError(400, f"the body is not valid JSON ({e}): {example}") from None
+    if _SURROGATE_ESCAPE.search(text):  # only then can a string hold half of a UTF-16 pair
+        try: json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ServiceError(400, "the body has a lone surrogate escape (like \\ud800): no character") from None
+    return value
+
+
+async def read_request(request: Request,  # a POST /predict (its body is within the size limit by then)
+                      ) -> PredictRequest:  # the body, of the right shape
+    "The body of a prediction request, or 415, 400 (`ServiceError`) or 422 (`RequestValidationError`) if it is not one."
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        got = repr(ctype[:80]) if ctype else "none"
+        raise ServiceError(415, f"send the body as JSON, with the header Content-Type: application/json (got {got})")
+    value = parse_json(await request.body())
+    try: return PredictRequest.model_validate(value)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_input=False)) from None
+
 # %% ../nbs/10a_serve.ipynb #438ac963
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    "400 for a body that is not JSON, 422 for JSON of the wrong shape; both with a readable `error` sentence."
-    errs = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errs):
-        return JSONResponse({"error": "the body is not valid JSON: send e.g. {\"text\": \"...\"} with Content-Type: application/json"}, 400)
+    "422 for JSON of the wrong shape, with a readable `error` sentence and pydantic's errors (without the input)."
+    errs = json.loads(json.dumps(exc.errors(), default=str))
+    errs = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in errs]  # not the input: it can be huge
     parts = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs]
-    return JSONResponse({"error": "; ".join(parts), "detail": json.loads(json.dumps(errs, default=str))}, 422)
+    return JSONResponse({"error": "; ".join(parts), "detail": errs}, 422)
 
 
 def docs_html(schema: dict,  # the app's OpenAPI description
              ) -> str:  # a self-contained HTML page (no scripts, no external requests)
-    "A small offline API page: each endpoint with its summary, and a curl example."
+    "A small offline API page: each endpoint with its summary, the statuses it answers, and a curl example."
     rows = "".join(f"<tr><td><code>{m.upper()} {html.escape(p)}</code></td><td>{html.escape(op.get('summary', ''))}</td>"
-                   f"<td>{html.escape(op.get('description', ''))}</td></tr>" for p, ops in schema.get("paths", {}).items() for m, op in ops.items())
+                   f"<td>{html.escape(op.get('description', ''))}</td>"
+                   f"<td>{html.escape(', '.join(op.get('responses', {})))}</td></tr>"
+                   for p, ops in schema.get("paths", {}).items() for m, op in ops.items())
     curl = "curl -s -X POST http://127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{\"texts\": [\"Great!\", \"Dull.\"]}'"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(schema['info']['title'])}</title></head>"
             f"<body style='font-family:sans-serif;max-width:60em'><h1>{html.escape(schema['info']['title'])}</h1>"
-            f"<p>{html.escape(schema['info'].get('description', ''))}</p><table border='1' cellpadding='4'>{rows}</table>"
+            f"<p>{html.escape(schema['info'].get('description', ''))}</p><table border='1' cellpadding='4'>"
+            f"<tr><th>endpoint</th><th>what</th><th>how</th><th>statuses</th></tr>{rows}</table>"
             f"<h2>Example</h2><pre>{html.escape(curl)}</pre><p>Machine-readable description: <a href='/openapi.json'>/openapi.json</a></p></body></html>")
 
 # %% ../nbs/10a_serve.ipynb #f63bc1ea
+_log = logging.getLogger(__name__)  # model failures, with their tracebacks
+
+
+def _publish_schemas(app: FastAPI,  # the app whose OpenAPI description to extend
+                     schemas: dict,  # component name -> JSON Schema
+                    ) -> None:
+    "Add `schemas` to the components of the app's OpenAPI description (the `$ref`s of /predict point there)."
+    base = app.openapi
+    def openapi() -> dict:
+        spec = base(); spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas); return spec
+    app.openapi = openapi
+
+
+async def _predict_or_500(batcher: Batcher,  # runs the model
+                          texts: list[str],  # checked texts
+                         ) -> list[dict]:  # one prediction per text
+    "The model's predictions, or a 500 `ServiceError` when it fails (the traceback goes to the log)."
+    try: return await batcher.predict(texts)
+    except Exception as e:
+        _log.exception("the model failed on a request of %d texts", len(texts))
+        why = f"the model failed on this request ({type(e).__name__}); the server's log has the details"
+        raise ServiceError(500, why) from None
+
+
+def _add_predict(app: FastAPI,  # the app to add POST /predict to
+                 batcher: Batcher,  # runs the model
+                 cfg: ServeConfig,  # the limits
+                ) -> None:
+    "The prediction endpoint: read and check the body, run the model, answer one prediction or a list."
+    body = {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PredictRequest")}}}}
+    @app.post("/predict", summary="Classify one text or a batch", openapi_extra=body, responses=predict_responses(cfg),
+              description='{"text": "..."} gives {"label", "probs"}; {"texts": [...]} gives {"predictions": [...]}.')
+    async def predict(request: Request):
+        req = await read_request(request)
+        try: texts = check_request(req, cfg)
+        except ValueError as e: raise ServiceError(422, str(e)) from None
+        preds = await _predict_or_500(batcher, texts)
+        return preds[0] if req.text is not None else {"predictions": preds}
+
+
 def create_app(clf: Classifier,  # the model to serve
                cfg: ServeConfig | None = None,  # limits and batching
               ) -> FastAPI:  # run it with uvicorn (see `run_server`)
@@ -153,18 +381,15 @@ def create_app(clf: Classifier,  # the model to serve
         await batcher.start(); yield; await batcher.stop()
 
     desc = (f"Text classification with labels {list(clf.labels)}. Limits: {cfg.max_texts} texts per request, "
-            f"{cfg.max_chars} characters per text.")
+            f"{cfg.max_chars} characters per text, {cfg.max_body_bytes} bytes per request body.")
     app = FastAPI(title="ft_kit classifier", description=desc, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher, app.state.cfg = batcher, cfg
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)  # in front of the routes: 413 before any parsing
     app.add_exception_handler(RequestValidationError, _validation_error)
-
-    @app.post("/predict", summary="Classify one text or a batch",
-              description='Body {"text": "..."} gives {"label", "probs"}; {"texts": [...]} gives {"predictions": [...]}.')
-    async def predict(req: PredictRequest):
-        try: texts = check_request(req, cfg)
-        except ValueError as e: return JSONResponse({"error": str(e)}, 422)
-        preds = await batcher.predict(texts)
-        return preds[0] if req.text is not None else {"predictions": preds}
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(Exception, _server_error)  # anything unforeseen: a JSON 500 too
+    _publish_schemas(app, {**request_schemas(cfg), **response_schemas(clf.labels, cfg)})
+    _add_predict(app, batcher, cfg)
 
     @app.get("/health", summary="Is the service up, and what does it serve?")
     async def health():
