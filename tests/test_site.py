@@ -188,3 +188,24 @@ def test_widgets_render_from_saved_state(site, base_url, page):
         assert any("/_static/html-manager/" in u for u in log.urls) and not log.outside and not log.failed, (log.outside, log.failed)
     page.locator(".jupyter-widgets").first.scroll_into_view_if_needed()
     screenshot(page, "site_widget")
+
+
+def test_next_links_lead_through_the_lessons(site):
+    "Each lesson page ends with a working link to the next lesson (the route the index describes), never a .ipynb link."
+    from html.parser import HTMLParser
+    class Links(HTMLParser):
+        def __init__(self): super().__init__(); self.hrefs = []
+        def handle_starttag(self, tag, attrs): self.hrefs += [v for k, v in attrs if tag == "a" and k == "href" and v]
+    nbs = sorted(p.stem for p in (ROOT / "nbs").glob("*.ipynb"))
+    checked = 0
+    for stem in nbs:
+        src = json.loads((ROOT / "nbs" / f"{stem}.ipynb").read_text())["cells"][-1]
+        m = re.match(r"\*\*Next:\*\* \[(\w+)\]", "".join(src["source"])) if src["cell_type"] == "markdown" else None
+        if not m: continue
+        p = Links(); p.feed((site / f"{stem}.html").read_text(encoding="utf-8"))
+        targets = [h.split("#")[0] for h in p.hrefs]
+        assert f"{m.group(1)}.html" in targets, f"{stem}.html has no link to {m.group(1)}.html (links: {targets[-8:]})"
+        assert not [h for h in targets if h.endswith(".ipynb")], f"{stem}.html links to a notebook file, not a page"
+        assert (site / f"{m.group(1)}.html").exists()
+        checked += 1
+    assert checked >= 15, f"only {checked} lessons end with a Next link"
