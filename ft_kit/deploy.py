@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import LABELS
 from .lora import LoRALinear, lora_layers
-from .models import _quiet, get_device, load_encoder
+from .models import _quiet, get_device, load_encoder, use_mean_pooling
 from .results import checkpoint_mb
 
 # %% auto #0
@@ -45,12 +45,14 @@ class ModelInfo:
     max_length: int = 128  # texts are cut to this many tokens, as in training
     format: str = "transformers"  # 'transformers': plain folder; 'peft': adapter folder over `base`
     base: str | None = None  # base model of a peft folder (folder or hub name); None: the packaged MiniLM
+    pooling: str = "cls"  # what the head reads: 'mean' (mean-pooled tokens) or 'cls' (BERT's [CLS] pooler); see ft_kit.models
 
     def __post_init__(self):
         self.labels = tuple(self.labels)
         if self.method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.format not in FORMATS: raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         if len(self.labels) < 2: raise ValueError(f"a classifier needs at least 2 labels, got {self.labels}")
+        if self.pooling not in ("mean", "cls"): raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
 
 # %% ../nbs/10_deploy.ipynb #442eef4f
 def read_info(path: str | Path,  # a saved model folder
@@ -128,6 +130,7 @@ def save_model(model: nn.Module,  # a fine-tuned classifier: plain, with kit LoR
     info.format = "peft" if adapters and not merge else "transformers"
     cfg = out.config if info.format == "transformers" else out.base_model.model.config
     cfg.id2label, cfg.label2id = dict(enumerate(info.labels)), {l: i for i, l in enumerate(info.labels)}
+    info.pooling = getattr(cfg, "ft_kit_pooling", None) or "cls"  # a peft folder has no config of its own: keep it here
     with _quiet(): out.save_pretrained(path); tokenizer.save_pretrained(path)
     (path / META_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
     return path
@@ -141,9 +144,11 @@ def load_model(path: str | Path,  # a folder written by `save_model` (or any tra
     with _quiet():
         if info.format == "peft":
             from peft import PeftModel
-            base, _ = load_encoder(info.base, num_labels=len(info.labels), device="cpu")
+            base, _ = load_encoder(info.base, num_labels=len(info.labels), device="cpu", pooling=info.pooling)
             model = PeftModel.from_pretrained(base, str(path))
-        else: model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path))
+            if "mean" in (info.pooling, getattr(model.config, "ft_kit_pooling", None)): use_mean_pooling(model)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model.to(get_device(device)).eval(), tokenizer, info
 

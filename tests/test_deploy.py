@@ -121,3 +121,37 @@ def test_compare_backends_against_an_independent_computation(lora_model, tmp_pat
     assert t.loc["int8", "agreement"] == pytest.approx((zq.argmax(1) == zf.argmax(1)).mean())
     assert t.loc["torch", "max_logit_diff"] == pytest.approx(0.0, abs=1e-5)
     assert t.loc["int8", "max_logit_diff"] == pytest.approx(np.abs(zq - zf).max(), abs=1e-3) and t.loc["int8", "max_logit_diff"] > 0
+
+
+@pytest.fixture(scope="module")
+def mean_lora():
+    "The packaged encoder on mean pooling (as the experiment layer trains it) with non-zero LoRA adapters and a seeded head."
+    from ft_kit.lora import LoRAConfig, apply_lora
+    from ft_kit.models import load_encoder
+    torch.manual_seed(1)
+    m, tok = load_encoder(device="cpu", pooling="auto")
+    apply_lora(m, LoRAConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n: p.normal_(0, 0.05)
+    return m.eval(), tok
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_mean_pooled_model_round_trips_with_its_pooling(mean_lora, tmp_path, merge):
+    "A mean-pooled classifier saved and loaded again reads the mean-pooled vector, not the [CLS] pooler (every backend)."
+    from ft_kit.deploy import ModelInfo, load_classifier, load_model, read_info, save_model
+    from ft_kit.models import MeanPooler
+    m, tok = mean_lora
+    d = save_model(m, tok, tmp_path / "m", ModelInfo(method="lora"), merge=merge)
+    assert read_info(d).pooling == "mean" and read_info(d).format == ("transformers" if merge else "peft")
+    back, _, _ = load_model(d)
+    assert any(isinstance(mod, MeanPooler) for mod in back.modules())
+    ref = torch.softmax(logits(m, tok), -1).numpy()
+    np.testing.assert_allclose(torch.softmax(logits(back, tok), -1).numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(load_classifier(d, "onnx").predict_proba(TEXTS), ref, atol=1e-4)
+    np.testing.assert_allclose(load_classifier(d, "int8").predict_proba(TEXTS), ref, atol=0.05)
+    if merge:  # plain transformers alone puts the head back on the [CLS] pooler: other numbers, so the check can fail
+        from transformers import AutoModelForSequenceClassification
+        plain = AutoModelForSequenceClassification.from_pretrained(d).eval()
+        assert np.abs(torch.softmax(logits(plain, tok), -1).numpy() - ref).max() > 1e-3
