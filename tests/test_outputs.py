@@ -1,6 +1,7 @@
 """The saved outputs of committed notebooks agree with the registry: no lesson says a result is missing while its
 record is committed (a notebook executed before its records landed, and never re-executed, fails here)."""
 import fnmatch
+import re
 import json
 from pathlib import Path
 
@@ -94,3 +95,31 @@ def test_result_sentences_equal_their_records(nb, sentence):
     "The sentence a lesson prints about its full-size results is the one the committed records give today."
     assert sentence in saved_text(ROOT / "nbs" / f"{nb}.ipynb"), (
         f"{nb}.ipynb does not print what its records say now:\n  {sentence}\nre-execute it (make lessons LESSONS={nb})")
+
+
+# a number with a unit in a lesson's prose (not in code spans or math) looks like a typed result: results are printed by
+# code from records. Numbers that are settings, definitions or textbook examples are allowed here, each reviewed.
+TYPED = re.compile(r"(?<![\w.`$-])\d+(?:[.,]\d+)*\s*(?:%|s\b|min\b|x\b|points?\b|MB\b|GB\b|tokens?\b|minutes?\b|seconds?\b|hours?\b)")
+ALLOWED = {"01_data": {"80%", "10%", "128 tokens"}, "02_models": {"30,522 tokens"}, "03_losses": {"95%", "80%"},
+           "04_metrics": {"90%", "10%", "4 x", "95%"}, "04a_results": {"76.0%"}, "04b_train": {"128 tokens", "10%"},
+           "04c_distributed": {"2x", "1x"}, "04d_experiment": {"95%"}, "06_lora": {"384 x"}, "07_peft": {"95%"},
+           "08_prompting": {"50%", "95%"}, "10_deploy": {"4x"}}  # split shares, gate thresholds, textbook examples
+
+
+def typed_numbers(markdown: str) -> list[str]:
+    "Numbers with units in prose, outside `code` and $math$."
+    text = re.sub(r"\$[^$]*\$", "", re.sub(r"`[^`]*`", "", markdown))
+    return [re.sub(r"\s+", " ", m.group(0)) for m in TYPED.finditer(text)]
+
+
+@pytest.mark.parametrize("nb", sorted((ROOT / "nbs").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_no_typed_results_in_prose(nb):
+    "A lesson's markdown states no measured figure by hand (e.g. 'about a quarter of an hour', '27 tokens', '82.1%')."
+    md = [("".join(c["source"])) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown"]
+    found = sorted({n for s in md for n in typed_numbers(s)} - ALLOWED.get(nb.stem, set()))
+    assert not found, f"{nb.name} types {found} in its prose: print them from the records instead (or allow a setting here)"
+
+
+def test_the_typed_number_check_can_fail():
+    assert typed_numbers("A snippet is 27 tokens long; training took 7.2 min and reached 82.1%.") == ["27 tokens", "7.2 min", "82.1%"]
+    assert typed_numbers("Use `max_length=64` tokens and $p = 0.9$.") == []
