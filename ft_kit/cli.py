@@ -23,7 +23,7 @@ __all__ = ['DEFAULT_LR', 'stratified_split', 'make_model', 'write_report', 'labe
            'predict_csv', 'build_parser', 'main']
 
 # %% ../nbs/10b_cli.ipynb #d1603318
-DEFAULT_LR = {"full": 5e-5, "lora": 1e-3, "head": 1e-3}  # learning rate per method when --lr is not given
+DEFAULT_LR = {"full": 1e-4, "lora": 3e-3, "head": 3e-3}  # per method when --lr is not given: the rates lesson 07's search chose
 
 
 def stratified_split(df: pd.DataFrame,  # rows with a label column
@@ -46,7 +46,7 @@ def make_model(method: str,  # 'full', 'head' or 'lora'
     "The packaged encoder with a new head, set up for a fine-tuning method."
     from ft_kit.lora import LoRAConfig, apply_lora
     if method not in DEFAULT_LR: raise ValueError(f"--method must be one of {sorted(DEFAULT_LR)}, got {method!r}")
-    model, tok = load_encoder()
+    model, tok = load_encoder(pooling="auto")  # the head reads the mean-pooled vector MiniLM was trained to produce
     if method == "head":
         for name, p in model.named_parameters(): p.requires_grad = param_kind(name) == "head"
     if method == "lora": apply_lora(model, LoRAConfig(r=lora_r))
@@ -105,7 +105,8 @@ def finetune(csv: str | Path,  # the labelled CSV
     "Fine-tune the packaged encoder on a CSV and write a model folder and a report."
     from ft_kit.metrics import evaluate
     from ft_kit.data import make_loader
-    from ft_kit.train import TrainConfig, predict, seed_everything, train
+    from ft_kit.experiment import HEAD_LR, Budget, train_config
+    from ft_kit.train import predict, seed_everything, train
     if method not in DEFAULT_LR: raise ValueError(f"--method must be one of {sorted(DEFAULT_LR)}, got {method!r}")
     raw = label_values(csv, label_col)  # the user's own two label names, if any
     df = load_csv(csv, text_col, label_col, raw)
@@ -115,13 +116,16 @@ def finetune(csv: str | Path,  # the labelled CSV
     out = Path(out); _prepare_out(out, force)
     seed_everything(seed)  # before the model is built: its new head (and LoRA's A) are drawn from the global RNG
     model, tok = make_model(method)
-    cfg = TrainConfig(lr=lr or DEFAULT_LR[method], epochs=epochs, max_length=max_length, seed=seed)
+    budget = Budget(n_train=None, epochs=epochs, max_length=max_length, seeds=(seed,))  # bf16 where the chip is fast
+    head_lr = None if method == "head" else HEAD_LR  # a new head next to pretrained weights wants its own, larger rate
+    cfg = train_config(budget, len(splits["train"]), lr or DEFAULT_LR[method], seed, head_lr=head_lr)
     res = train(model, splits, cfg, tok, progress=progress)
     probs = predict(model, make_loader(splits["validation"], tok, max_length=max_length))
     metrics = evaluate(splits["validation"]["label"].to_numpy(), probs, train_labels=splits["train"]["label"].to_numpy())
     save_model(model, tok, out, ModelInfo(method, labels, max_length), merge=merge)
     settings = {"data": Path(csv).name, "rows": len(df), "train": len(splits["train"]), "validation": len(splits["validation"]),
-                "method": method, "epochs": epochs, "lr": cfg.lr, "max_length": max_length, "seed": seed, "steps": res.steps,
+                "method": method, "epochs": epochs, "lr": cfg.lr, "head_lr": cfg.head_lr or cfg.lr, "precision": res.precision,
+                "pooling": "mean", "max_length": max_length, "seed": seed, "steps": res.steps,
                 "train_time_s": round(res.train_time_s, 1)}
     write_report(out / "report", metrics, res.history, settings, labels)
     return metrics

@@ -23,9 +23,9 @@ from .results import load_results
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GATE_SHARE', 'GATE_MOVE', 'Budget', 'epochs_for', 'total_steps', 'budget_data', 'train_config', 'fresh_head',
-           'weight_change', 'failures', 'half_decade', 'search', 'frozen_layers', 'cached_bottom', 'run_name',
-           'aggregate']
+__all__ = ['HEAD_LR', 'GATE_SHARE', 'GATE_MOVE', 'Budget', 'epochs_for', 'total_steps', 'budget_data', 'train_config',
+           'fresh_head', 'weight_change', 'failures', 'half_decade', 'search', 'frozen_layers', 'cached_bottom',
+           'run_name', 'aggregate']
 
 # %% ../nbs/04d_experiment.ipynb #8d41587c
 @dataclass
@@ -44,6 +44,9 @@ class Budget:
     data_seed: int = 0  # seed of the split by movie and of the samples
     precision: str = "auto"  # see `ft_kit.train.resolve_precision`
     pooling: str = "auto"  # what the head reads: the checkpoint's own pooling (mean for MiniLM); see `ft_kit.models.pooling_for`
+
+
+HEAD_LR = 1e-3  # the new head's own rate in every method that trains more than the head (a fresh head wants a large one)
 
 
 def epochs_for(n: int, # training rows of the run

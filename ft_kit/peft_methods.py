@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from .data import make_loader
-from .experiment import (Budget, aggregate, budget_data, cached_bottom, failures, fresh_head, frozen_layers,
+from .experiment import (HEAD_LR, Budget, aggregate, budget_data, cached_bottom, failures, fresh_head, frozen_layers,
                                run_name, search, total_steps, train_config, weight_change)
 from .lora import LoRAConfig, apply_lora, lora_param_count
 from .metrics import evaluate
@@ -34,7 +34,7 @@ from .results import checkpoint_mb, find_result, load_results, save_result, spli
 from .train import TrainConfig, TrainResult, autocast, evaluate_model, record_run, train, trainable_state
 
 # %% auto #0
-__all__ = ['GRIDS', 'HEAD_LR', 'METHODS', 'SEEDLESS', 'protocol_budget', 'MethodUnavailable', 'MethodInfo', 'set_trainable',
+__all__ = ['GRIDS', 'METHODS', 'SEEDLESS', 'protocol_budget', 'MethodUnavailable', 'MethodInfo', 'set_trainable',
            'trainable_names', 'is_head', 'head_only', 'last_layers', 'bitfit', 'full_finetune', 'MeanPoolProbe',
            'fit_logistic', 'probe', 'lora_scratch', 'peft_lora', 'adalora_orth_penalty', 'adalora_hooks',
            'peft_adalora', 'adalora_ranks', 'peft_ia3', 'peft_prompt', 'peft_prefix', 'method_grid', 'prepare',
@@ -47,7 +47,6 @@ GRIDS = {"probe": (1e-4, 1e-3, 1e-2, 1e-1),  # the probe's L2 penalty (it has no
          "head": (1e-3, 3e-3, 1e-2, 3e-2), "last": (1e-5, 3e-5, 1e-4, 3e-4), "bitfit": (3e-4, 1e-3, 3e-3, 1e-2),
          "full": (1e-5, 3e-5, 1e-4, 3e-4), "lora": (3e-4, 1e-3, 3e-3, 1e-2), "ia3": (1e-3, 3e-3, 1e-2, 3e-2),
          "prompt": (3e-3, 1e-2, 3e-2, 1e-1), "prefix": (1e-3, 3e-3, 1e-2, 3e-2)}  # each 1.5 decades around its usual range
-HEAD_LR = 1e-3  # the new head's own rate in every method that trains more than the head (a fresh head wants a large one)
 
 
 def protocol_budget(**changes) -> Budget:
