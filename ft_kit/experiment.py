@@ -255,20 +255,31 @@ def _stats(vals: list) -> dict:
             "min": a.min() if len(a) else np.nan, "max": a.max() if len(a) else np.nan}
 
 
+def _verdict(search: dict, runs: list[dict]) -> tuple[str, str]:
+    "A row's status and reason: 'ok' only when every seed at the chosen value passed the gates ('unstable' otherwise)."
+    bad = [r for r in runs if not r.get("valid")]
+    if search["chosen"] is None or len(bad) == len(runs): return "failed", search.get("reason") or "no valid run"
+    if not bad: return "ok", ""
+    why = "; ".join(sorted({f for r in bad for f in r.get("failed", [])}))
+    return "unstable", f"{len(bad)} of {len(runs)} seeds at the chosen value failed the gates: {why}"
+
+
 def aggregate(prefix: str, # the experiment's record prefix
               results_dir=None, # default: see `ft_kit.results.search_dirs`
              ) -> pd.DataFrame: # one row per label: chosen value, seeds, failed runs, val/test accuracy stats, costs, the search's tags
-    "Each label's valid runs at its chosen value, reduced over seeds; a label whose search failed says why."
+    "Each label's runs at its chosen value, reduced over seeds when all passed; a label that failed or is unstable says why."
     rows = []
     for s in load_results(f"{prefix}-*-search", results_dir):
         runs = [r for r in load_results(f"{prefix}-{s['label']}-*", results_dir) if r.get("seed") is not None
                 and not r["name"].endswith("-search") and r.get("value") == s["chosen"]]
         ok = [r for r in runs if r.get("valid")]
+        status, reason = _verdict(s, runs)
         row = {"label": s["label"], "method": s.get("method"), "description": s.get("description", ""),
-               "chosen": s["chosen"], "status": "ok" if ok else "failed", "reason": s.get("reason", ""),
-               "seeds": len(ok), "failed_runs": sum(not r.get("valid") for r in runs), **(s.get("tags") or {})}
+               "chosen": s["chosen"], "status": status, "reason": reason,
+               "seeds": len(ok), "failed_runs": len(runs) - len(ok), **(s.get("tags") or {})}
+        scored = ok if status == "ok" else []  # survivors of an unstable row are no result: their mean would flatter it
         for part, key in (("val", "metrics"), ("test", "test")):
-            row.update({f"{part}_acc_{k}": v for k, v in _stats([r[key]["accuracy"] for r in ok]).items()})
+            row.update({f"{part}_acc_{k}": v for k, v in _stats([r[key]["accuracy"] for r in scored]).items()})
         first = ok[0] if ok else {}
         # costs: the median over seeds (one run slowed by a busy machine must not set a method's time)
         for k in ("train_time_s", "peak_memory_mb"): row[k] = float(np.median([r.get(k) or 0 for r in ok])) if ok else np.nan

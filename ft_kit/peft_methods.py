@@ -466,7 +466,7 @@ def protocol_table(prefix: str = "peft", # the protocol's record prefix
                  head=p.map(lambda d: d.get("trainable_head", 0)), adapter=p.map(lambda d: d.get("trainable_adapter", 0)),
                  trainable_pct=p.map(lambda d: 100 * d.get("trainable", 0) / d["total"] if d.get("total") else 0.0),
                  val_acc=t["val_acc_mean"], val_acc_std=t["val_acc_std"], test_acc=t["test_acc_mean"],
-                 test_acc_std=t["test_acc_std"], failed=t["status"] == "failed")
+                 test_acc_std=t["test_acc_std"], failed=t["status"] != "ok")
     order = {m: i for i, m in enumerate(METHODS)}
     return t.iloc[sorted(range(len(t)), key=lambda i: (order.get(t["method"].iloc[i], 99), t.index[i]))]
 
@@ -551,8 +551,9 @@ def protocol_summary(t: pd.DataFrame, # `protocol_table`
                 d = 100 * (ok.loc[label, "test_acc"] - ok.loc["lora", "test_acc"])
                 out.append(f"{name} reaches {100 * ok.loc[label, 'test_acc']:.1f}% ({abs(d):.1f} points {'above' if d > 0 else 'below'} LoRA r=8, "
                            f"training {ok.loc[label, 'trainable_pct']:.2f}% of the parameters).")
-    bad = t[t["status"] == "failed"]
+    bad, shaky = t[t["status"] == "failed"], t[t["status"] == "unstable"]
     out.append(f"Rows whose every learning rate failed the gates: {', '.join(bad.index) or 'none'}.")
+    if len(shaky): out.append(f"Rows with a seed that failed at the chosen rate (no result shown): {', '.join(shaky.index)}.")
     return " ".join(out)
 
 # %% ../nbs/07_peft.ipynb #b66395b5

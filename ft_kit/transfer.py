@@ -21,8 +21,8 @@ from .models import load_encoder, use_mean_pooling
 from .peft_methods import run_method
 
 # %% auto #0
-__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'CURVE_COLUMNS', 'random_init', 'transfer_budget', 'TransferConfig',
-           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves', 'transfer_summary']
+__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'CURVE_COLUMNS', 'GATE_WORDS', 'random_init', 'transfer_budget', 'TransferConfig',
+           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves', 'short_reason', 'transfer_summary']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
@@ -113,12 +113,22 @@ def transfer_curves(prefix: str = "transfer", # the experiment's record prefix
     return t.sort_values(["kind", "n"]).reset_index(drop=True)[CURVE_COLUMNS]
 
 # %% ../nbs/05_transfer.ipynb #016f14ec
+GATE_WORDS = {"predicts class": "collapsed to one class", "at or below the majority": "no better than the majority class",
+              "did not train": "weights that did not move"}  # a gate's reason -> the words a sentence uses
+
+
+def short_reason(reason: str) -> str:
+    "A failed point's reason in a few words: what failed (every rate, or some seeds) and which gates."
+    what = reason.split(":")[0] if reason[:1].isdigit() else "every rate tried failed"
+    return f"{what}: " + ", ".join(w for k, w in GATE_WORDS.items() if k in reason)
+
+
 def transfer_summary(c: pd.DataFrame, # `transfer_curves`
                     ) -> str: # sentences with every figure read from the curves
     "The story of the curves in numbers: the gap at each end, when random first beats the majority class, what failed."
     bad = c[c["accuracy"].isna()]
-    note = ("" if bad.empty else " Points with no valid run are not on the plot: "
-            + "; ".join(f"{k} start at {n:,} labels ({r})" for k, n, r in zip(bad["kind"], bad["n"], bad["reason"])) + ".")
+    note = ("" if bad.empty else " Points that are not results are left off the plot: "
+            + "; ".join(f"{k} start at {n:,} labels ({short_reason(r)})" for k, n, r in zip(bad["kind"], bad["n"], bad["reason"])) + ".")
     c = c.dropna(subset=["accuracy"])
     p, r = (c[c["kind"] == k].set_index("n") for k in ("pretrained", "random"))
     ns = sorted(set(p.index) & set(r.index))
