@@ -258,7 +258,7 @@ def _stats(vals: list) -> dict:
 def _verdict(search: dict, runs: list[dict]) -> tuple[str, str]:
     "A row's status and reason: 'ok' only when every seed at the chosen value passed the gates ('unstable' otherwise)."
     bad = [r for r in runs if not r.get("valid")]
-    if search["chosen"] is None or len(bad) == len(runs): return "failed", search.get("reason") or "no valid run"
+    if len(bad) == len(runs): return "failed", search.get("reason") or "no valid run"  # no run (every rate failed) or none passed
     if not bad: return "ok", ""
     why = "; ".join(sorted({f for r in bad for f in r.get("failed", [])}))
     return "unstable", f"{len(bad)} of {len(runs)} seeds at the chosen value failed the gates: {why}"

@@ -182,6 +182,7 @@ def test_protocol_records(tmp_path, tok, monkeypatch):
     for k in ("accuracy", "macro_f1", "confusion_matrix"): assert k in r["test"]
     t = pm.protocol_table("t")
     assert list(t.index) == [r[0] for r in rows]
+    assert (t["status"] == "ok").all()  # the majority baseline too: it has no rate to choose, and it is still a result
     assert t.loc["bitfit", "seeds"] == 2 and not np.isnan(t.loc["bitfit", "test_acc_std"])
     runs = [get_result(f"t-bitfit-lr{bit:.0e}-s{s}")["test"]["accuracy"] for s in (0, 1)]
     assert t.loc["bitfit", "test_acc"] == pytest.approx(np.mean(runs))  # the chosen rate's seeds only
