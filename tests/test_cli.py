@@ -87,8 +87,8 @@ def test_same_seed_same_predictions_file(data):
     "Two `ft-kit finetune` runs with one seed give identical prediction files; another seed gives another model."
     outs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--method", "lora",
-                   "--epochs", 1, "--seed", seed, "--out", data / f"seed_{name}")
+        r = ft_kit("finetune", data / "reviews.csv", "--text-col", "review", "--label-col", "sentiment", "--method", "head",
+                   "--epochs", 1, "--seed", seed, "--out", data / f"seed_{name}")  # head only: quick, and seeded all the same
         assert r.returncode == 0, r.stderr
         assert ft_kit("predict", data / f"seed_{name}", data / "new.csv", "--text-col", "review", "--out", data / f"p_{name}.csv").returncode == 0
         outs[name] = (data / f"p_{name}.csv").read_text()
