@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lab test check docs bench lessons results export browser help train-ddp
+.PHONY: lab test check docs bench lessons exercises results export browser help train-ddp
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/ -/'
@@ -41,6 +41,9 @@ docs: $(STAMP) browser  ## the docs site, offline, into docs/_build/html
 
 lessons: $(STAMP)  ## re-execute the lessons at JupyterLab size, in place, recording each one's time (lesson-<stem>)
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.lessons $(LESSONS)
+
+exercises: $(STAMP)  ## copy the lessons' exercise stubs into exercises/ (never overwriting yours) and score your answers
+	$(BIN)/python -m bench.exercises $(LESSONS)
 
 bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench
