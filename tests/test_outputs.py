@@ -123,3 +123,40 @@ def test_no_typed_results_in_prose(nb):
 def test_the_typed_number_check_can_fail():
     assert typed_numbers("A snippet is 27 tokens long; training took 7.2 min and reached 82.1%.") == ["27 tokens", "7.2 min", "82.1%"]
     assert typed_numbers("Use `max_length=64` tokens and $p = 0.9$.") == []
+
+
+import sys  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from bench import lessons as timing  # noqa: E402
+
+LESSON_NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if p.stem != "index")
+
+
+def _record(stem: str) -> dict:
+    "The lesson-<stem> record that `make lessons` wrote."
+    path = ROOT / "data" / "results" / f"lesson-{stem}.json"
+    assert path.is_file(), f"no record lesson-{stem}: run `make lessons LESSONS={stem}` (it times the lesson and annotates it)"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("nb", LESSON_NBS, ids=lambda p: p.stem)
+def test_measured_times_are_stated_before_they_are_spent(nb):
+    "The lesson states its measured run time under its title, and every cell of 30 s or more says so in its first line."
+    rec, cells = _record(nb.stem), json.loads(nb.read_text())["cells"]
+    top = [c for c in cells if c.get("id") == timing.TIME_CELL]
+    assert top and "".join(top[0]["source"]) == timing.time_text(rec["total_s"]), f"{nb.name}: the run-time line under the title is not the record's"
+    slow = {c["id"]: c["s"] for c in rec["slow_cells"] if c["s"] >= timing.SAYS_S}
+    for c in cells:
+        if c["cell_type"] != "code" or timing.is_export("".join(c["source"])): continue
+        src = "".join(c["source"])
+        want = timing._with_note(src, timing.cell_note(slow[c["id"]]) if c.get("id") in slow else None)
+        assert src == want, f"{nb.name}, cell {c.get('id')}: its time line disagrees with lesson-{nb.stem} (run `make lessons`)"
+
+
+def test_index_times_come_from_the_records():
+    "The route table's time column is what the lesson records say."
+    idx = json.loads((ROOT / "nbs" / "index.ipynb").read_text())["cells"]
+    table = next("".join(c["source"]) for c in idx if "| notebook |" in "".join(c["source"]))
+    times = {p.stem: _record(p.stem)["total_s"] for p in LESSON_NBS}
+    assert timing.index_table(table, times) == table, "the index's time column is stale: run `python -m bench.lessons --annotate-only`"
+    assert "not measured" not in table
