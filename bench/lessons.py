@@ -79,6 +79,27 @@ def index_table(text: str, times: dict[str, float]) -> str:
     return "\n".join(out)
 
 
+ROUTE_CELL = "route-diagram"  # id of the index cell that draws the route from the table's "builds on" column
+
+
+def route_text(table: str) -> str:
+    "The route as steps: each lesson one step after the last lesson it builds on; reference notebooks at the end."
+    needs, ref = {}, []
+    for line in table.split("\n"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) < 4 or not (stems := re.findall(r"`(\w+)`", cells[0])): continue
+        pre = re.findall(r"`(\w+)`", cells[3])
+        if not pre and "start here" not in cells[3]: ref += stems; continue
+        for st in stems: needs[st] = pre
+    depth = {}
+    def step(st): return depth.setdefault(st, 1 + max((step(n) for n in needs[st] if n in needs), default=0))
+    rows = [f"{step(st):>2}  {st:<17}" + (f"<- {', '.join(needs[st])}" if needs[st] else "start here")
+            for st in sorted(needs, key=lambda st: (step(st), st))]
+    rows += [f"    {st:<17}reference: the figures and widgets the lessons use" for st in ref]
+    return ("The route, from the table's *builds on* column (step: a lesson comes after everything it uses):\n\n"
+            "```text\n" + "\n".join(r.rstrip() for r in rows) + "\n```")
+
+
 def update_index() -> None:
     "Fill the index's time column from every lesson-<stem> record; then regenerate README.md."
     import nbformat
@@ -87,8 +108,11 @@ def update_index() -> None:
     nb = nbformat.read(path, as_version=4)
     stems = [p.stem for p in NBS.glob("*.ipynb")]
     times = {s: r["total_s"] for s in stems if (r := find_result(f"lesson-{s}"))}
-    for c in nb.cells:
-        if c.cell_type == "markdown" and "| notebook |" in c.source: c.source = index_table(c.source, times)
+    at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "| notebook |" in c.source)
+    nb.cells[at].source = index_table(nb.cells[at].source, times)
+    route = next((c for c in nb.cells if c.get("id") == ROUTE_CELL), None)
+    if route is None: route = nbformat.v4.new_markdown_cell(id=ROUTE_CELL); nb.cells.insert(at + 1, route)
+    route.source = route_text(nb.cells[at].source)
     nbformat.write(nb, path)
     subprocess.run([sys.executable, str(ROOT / "docs" / "make_readme.py")], check=True, cwd=ROOT)
 

@@ -68,6 +68,19 @@ def test_sample_balanced(reviews):
     assert not s.equals(sample_balanced(reviews, 101, seed=4))
 
 
+def test_odd_balanced_draws_are_not_always_the_larger_class():
+    "With an odd n the odd row goes to a class chosen by the seed: over seeds both classes get it (k=1 prompts!)."
+    df = pd.DataFrame({"text": [f"t{i}" for i in range(30)], "label": [0] * 10 + [1] * 20})
+    ones = [sample_balanced(df, 1, seed=s)["label"].item() for s in range(20)]
+    assert 0 < sum(ones) < 20, f"n=1 drew label {ones[0]} for every seed"
+    threes = {tuple(sample_balanced(df, 3, seed=s)["label"].value_counts().sort_index()) for s in range(20)}
+    assert threes == {(1, 2), (2, 1)}
+    # a small class still gives all it has; the others fill up to n, as balanced as they can
+    tiny = pd.DataFrame({"text": [f"t{i}" for i in range(13)], "label": [0] * 2 + [1] * 5 + [2] * 6})
+    assert {tuple(sample_balanced(tiny, 11, seed=s)["label"].value_counts().sort_index()) for s in range(10)} == {(2, 5, 4), (2, 4, 5)}
+    assert tuple(sample_balanced(tiny, 13, seed=0)["label"].value_counts().sort_index()) == (2, 5, 6)
+
+
 # --- your own CSV: each bad input raises its message ----------------------------------------------------------
 
 def _csv(tmp_path, name, text):

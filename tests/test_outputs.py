@@ -160,3 +160,5 @@ def test_index_times_come_from_the_records():
     times = {p.stem: _record(p.stem)["total_s"] for p in LESSON_NBS}
     assert timing.index_table(table, times) == table, "the index's time column is stale: run `python -m bench.lessons --annotate-only`"
     assert "not measured" not in table
+    route = next("".join(c["source"]) for c in idx if c.get("id") == timing.ROUTE_CELL)
+    assert route == timing.route_text(table), "the route diagram disagrees with the table's builds-on column"
