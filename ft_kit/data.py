@@ -88,6 +88,22 @@ def load_splits(seed: int = 0,  # seed of the split by movie
     return {name: d.copy() for name, d in _cached_splits(seed).items()}
 
 # %% ../nbs/01_data.ipynb #167af0f1
+def _class_counts(sizes: np.ndarray, # rows available per class
+                  n: int, # rows to draw in all
+                  seed: int, # decides which classes get the rows that do not divide evenly
+                 ) -> np.ndarray: # rows to draw per class
+    "Water-filling: min(size, t) per class for the largest t that fits in n; the rest one each to classes the seed picks."
+    lo, hi = 0, int(sizes.max(initial=0))
+    while lo < hi:  # the largest t with sum(min(size, t)) <= n
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(sizes, mid).sum() <= n else (lo, mid - 1)
+    take = np.minimum(sizes, lo)
+    room = np.flatnonzero(sizes > lo)  # classes that can give one more row
+    extra = np.random.default_rng(seed).choice(room, n - int(take.sum()), replace=False)
+    take[extra] += 1  # an odd n no longer always favours the largest class
+    return take
+
+
 def sample_balanced(df: pd.DataFrame,  # rows with a `label` column
                     n: int,  # how many rows to draw
                     seed: int = 0,  # seed of the draw
@@ -95,11 +111,8 @@ def sample_balanced(df: pd.DataFrame,  # rows with a `label` column
     "Draw `n` rows with the classes as balanced as possible (a small class gives all it has, the others fill up)."
     if not 0 <= n <= len(df): raise ValueError(f"cannot draw n={n} rows from a frame of {len(df)} rows")
     sizes = df["label"].value_counts().sort_values()  # smallest class first
-    take, left = {}, n
-    for i, (label, size) in enumerate(sizes.items()):
-        take[label] = min(int(size), left // (len(sizes) - i))
-        left -= take[label]
-    parts = [df[df["label"] == label].sample(k, random_state=seed) for label, k in take.items()]
+    take = _class_counts(sizes.to_numpy(), n, seed)
+    parts = [df[df["label"] == label].sample(int(k), random_state=seed) for label, k in zip(sizes.index, take)]
     return pd.concat(parts).sample(frac=1, random_state=seed).reset_index(drop=True)
 
 # %% ../nbs/01_data.ipynb #8a1a4196
