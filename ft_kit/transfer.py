@@ -137,8 +137,14 @@ def transfer_summary(c: pd.DataFrame, # `transfer_curves`
     lo, hi = ns[0], ns[-1]
     gaps = [p.loc[n, "accuracy"] - r.loc[n, "accuracy"] for n in ns]
     first = next((n for n in sorted(r.index) if r.loc[n, "accuracy"] > r.loc[n, "majority"]), None)
+    best = r["accuracy"].idxmax()  # the random start's best size, and the fewest pretrained labels that match it
+    match = next((n for n in sorted(p.index) if p.loc[n, "accuracy"] >= r.loc[best, "accuracy"]), None)
+    top = max(p.index)
     return (f"With {lo:,} labelled snippets the pretrained start reaches {pm(p, lo)} on the test split and the random one "
             f"{pm(r, lo)} (majority class {c['majority'].iloc[0]:.1%}); with {hi:,} they reach {pm(p, hi)} and {pm(r, hi)}. "
             f"Pretraining is worth {100 * min(gaps):.1f} to {100 * max(gaps):.1f} points of test accuracy at the sizes where both "
             "starts have a valid point (mean ± standard deviation over seeds)"
-            + (f"; the random start first beats the majority class at {first:,} labels." if first is not None else ".") + note)
+            + (f"; the random start first beats the majority class at {first:,} labels." if first is not None else ".")
+            + (f" The random start's best, {pm(r, best)} with {best:,} labels, is matched by the pretrained start with "
+               f"{match:,}." if match is not None else "")
+            + (f" With all {top:,} labels the pretrained start reaches {pm(p, top)}." if top > hi else "") + note)
