@@ -20,7 +20,7 @@ from .models import load_encoder, param_kind
 
 # %% auto #0
 __all__ = ['DEFAULT_LR', 'stratified_split', 'make_model', 'write_report', 'label_values', 'finetune', 'read_texts',
-           'predict_csv', 'build_parser', 'main']
+           'predict_csv', 'build_parser', 'serve_config', 'main']
 
 # %% ../nbs/10b_cli.ipynb #d1603318
 DEFAULT_LR = {"full": 1e-4, "lora": 3e-3, "head": 3e-3}  # per method when --lr is not given: the rates lesson 07's search chose
@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:  # the `ft-kit` parser with its t
     s.add_argument("model_dir"); s.add_argument("--host", default="127.0.0.1"); s.add_argument("--port", type=int, default=8000)
     s.add_argument("--backend", choices=["torch", "int8", "onnx"], default="torch")
     s.add_argument("--no-batching", action="store_true", help="run each request alone (for comparison)")
+    s.add_argument("--max-texts", type=int, help="most texts in one request (default 64)")
+    s.add_argument("--max-chars", type=int, help="most characters in one text (default 2000)")
+    s.add_argument("--max-body-bytes", type=int, help="most bytes in one request body; a bigger one gets 413 (default 1 MiB)")
     return p
 
 # %% ../nbs/10b_cli.ipynb #7dc2ea07
@@ -202,11 +205,22 @@ def _run(a: argparse.Namespace) -> int:
         if a.out: preds.to_csv(a.out, index=False); print(f"{len(preds)} predictions written to {a.out}", file=sys.stderr)
         else: preds.to_csv(sys.stdout, index=False)
     else:
-        try: from ft_kit.serve import ServeConfig, run_server
+        try: from ft_kit.serve import run_server
         except ImportError as e: raise ValueError(f"`ft-kit serve` needs {e.name}: pip install fastapi uvicorn") from None
         if a.host not in ("127.0.0.1", "localhost", "::1"): print(f"note: binding {a.host} makes the service reachable from other machines", file=sys.stderr)
-        run_server(a.model_dir, a.host, a.port, a.backend, ServeConfig(batching=not a.no_batching))
+        run_server(a.model_dir, a.host, a.port, a.backend, serve_config(a))
     return 0
+
+
+def serve_config(a: argparse.Namespace, # the parsed `ft-kit serve` arguments
+                ) -> ServeConfig: # the service's limits and batching (`ft_kit.serve.ServeConfig`)
+    "The service's configuration from the command line (unset limits keep ServeConfig's); a limit below 1 is a clear error."
+    from ft_kit.serve import ServeConfig
+    limits = {k: v for k in ("max_texts", "max_chars", "max_body_bytes") if (v := getattr(a, k)) is not None}
+    if bad := {k: v for k, v in limits.items() if v < 1}:
+        k, v = next(iter(bad.items()))
+        raise ValueError(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+    return ServeConfig(batching=not a.no_batching, **limits)
 
 
 def main(argv: list[str] | None = None,  # the arguments; None: sys.argv[1:]

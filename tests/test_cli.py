@@ -95,3 +95,19 @@ def test_same_seed_same_predictions_file(data):
     assert outs["a"] == outs["b"]
     assert outs["a"] != outs["c"]
     assert json.loads((data / "seed_c" / "report" / "metrics.json").read_text())["settings"]["seed"] == 1
+
+
+def test_serve_limits_from_the_command_line(capsys):
+    "`ft-kit serve --max-body-bytes/--max-texts/--max-chars` set ServeConfig; unset keep its defaults; 0 exits 2."
+    from ft_kit.cli import build_parser, main, serve_config
+    from ft_kit.serve import ServeConfig
+    parse = lambda *args: build_parser().parse_args(["serve", "some_model", *args])
+    assert serve_config(parse()) == ServeConfig()
+    assert serve_config(parse("--max-body-bytes", "4096", "--max-texts", "8", "--no-batching")) == \
+        ServeConfig(max_body_bytes=4096, max_texts=8, batching=False)
+    helps = {a.dest: a.help for a in build_parser()._subparsers._group_actions[0].choices["serve"]._actions}
+    d = ServeConfig()
+    assert f"default {d.max_texts})" in helps["max_texts"] and f"default {d.max_chars})" in helps["max_chars"]
+    assert d.max_body_bytes == 2**20 and "1 MiB" in helps["max_body_bytes"]
+    assert main(["serve", "some_model", "--max-body-bytes", "0"]) == 2
+    assert "--max-body-bytes must be at least 1, got 0" in capsys.readouterr().err
