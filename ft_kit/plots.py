@@ -462,9 +462,18 @@ def plot_accuracy_vs_params(table: pd.DataFrame,  # `ft_kit.peft_methods.protoco
         ax.axhline(100 * table["majority_acc"].dropna().iloc[0], color="gray", ls="--", lw=1, label="majority class")
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
+    _room_for_labels(ax, t["trainable"], acc, heights, 100 * t["test_acc_std"].fillna(0))
     ax.set(xlabel="trainable parameters (log scale)", ylabel="test accuracy (%)", title="accuracy vs parameters trained")
     fig.tight_layout()
     return fig
+
+
+def _room_for_labels(ax: Axes, x, y: list, heights: list, err) -> None:
+    "Axis limits that hold every point, error bar and label with a margin, so no label touches the frame."
+    lo, hi = min(min(heights), min(np.subtract(y, err))), max(max(heights), max(np.add(y, err)))
+    pad = 0.08 * max(hi - lo, 1.0)
+    ax.set_ylim(min(lo, ax.get_ylim()[0]) - pad, hi + pad)
+    ax.set_xlim(min(x) / 2, max(x) * 30)  # the labels start at 1.6 x and run about a decade to the right
 
 
 def plot_trainable_map(shares: pd.DataFrame,  # rows: methods; columns: blocks; values: share of the block that trains (0..1)
