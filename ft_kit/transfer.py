@@ -147,4 +147,13 @@ def transfer_summary(c: pd.DataFrame, # `transfer_curves`
             + (f"; the random start first beats the majority class at {first:,} labels." if first is not None else ".")
             + (f" The random start's best, {pm(r, best)} with {best:,} labels, is matched by the pretrained start with "
                f"{match:,}." if match is not None else "")
-            + (f" With all {top:,} labels the pretrained start reaches {pm(p, top)}." if top > hi else "") + note)
+            + (f" With all {top:,} labels the pretrained start reaches {pm(p, top)}." if top > hi else "") + _fragile(c) + note)
+
+
+def _fragile(c: pd.DataFrame) -> str:
+    "A sentence on valid points whose weakest seed scores at or below the majority class on the test split."
+    weak = c[c["min"] <= c["majority"]]
+    if weak.empty: return ""
+    where = "; ".join(f"the {k} start at {n:,} labels ({lo:.1%})" for k, n, lo in zip(weak["kind"], weak["n"], weak["min"]))
+    return (f" Some points pass the gates on validation yet have a seed at or below the majority class on the test split, "
+            f"so their means are fragile: {where}.")

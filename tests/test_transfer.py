@@ -88,9 +88,12 @@ def test_summary_reads_every_figure_from_the_curves():
     import pandas as pd
     rows = [("pretrained", 32, 0.60, 0.02), ("pretrained", 128, 0.70, 0.01), ("pretrained", 512, 0.78, 0.01),
             ("pretrained", 9000, 0.84, 0.003), ("random", 32, 0.55, 0.01), ("random", 128, 0.58, 0.01), ("random", 512, 0.66, 0.02)]
-    c = pd.DataFrame([{"kind": k, "n": n, "accuracy": a, "std": s, "majority": 0.56, "reason": ""} for k, n, a, s in rows])
+    c = pd.DataFrame([{"kind": k, "n": n, "accuracy": a, "std": s, "min": a - s, "majority": 0.56, "reason": ""} for k, n, a, s in rows])
     text = tr.transfer_summary(c)
     assert "Pretraining is worth 5.0 to 12.0 points" in text
     assert "first beats the majority class at 128 labels" in text
     assert "The random start's best, 66.0% ± 2.0% with 512 labels, is matched by the pretrained start with 128." in text
     assert "With all 9,000 labels the pretrained start reaches 84.0% ± 0.3%." in text
+    assert "fragile" not in text  # every seed above the majority class
+    c.loc[(c["kind"] == "random") & (c["n"] == 128), "min"] = 0.55
+    assert tr.transfer_summary(c).endswith("so their means are fragile: the random start at 128 labels (55.0%).")
