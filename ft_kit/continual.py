@@ -169,7 +169,7 @@ def sequel(self: Lab, key: str, method: str,  # as in `record`
 
 # %% ../nbs/09_continual.ipynb #fbd662dc
 def lab_table(records: list[dict],  # records of the lab's methods or `load_results("continual_*")`
-             ) -> pd.DataFrame:  # one row per record (indexed by name): method, the four accuracies, forgetting, drift
+             ) -> pd.DataFrame:  # one row per record (indexed by name): method, the four accuracies, final average, forgetting, drift
     "The lab's records as a table."
     rows = []
     for r in records:
@@ -177,6 +177,7 @@ def lab_table(records: list[dict],  # records of the lab's methods or `load_resu
         knob = f" ({c['replay_fraction']:g})" if r["name"].startswith("continual_replay") else f" ({c['ewc_lambda']:g})" if r["name"].startswith("continual_ewc") else ""
         rows.append({"name": r["name"], "method": c["method"] + knob, "A after A": m["matrix"][0][0], "B after A": m["matrix"][0][1],
                      "A after B": m["matrix"][1][0], "B after B": m["matrix"][1][1], "forgetting": m["forgetting"],
+                     "average": (m["matrix"][1][0] + m["matrix"][1][1]) / 2,  # both tasks at the end: forgetting alone rewards not learning A
                      "drift (cosine)": m["drift_cosine"], "drift (KL)": m["drift_kl"], "train_time_s": r.get("train_time_s")})
     return pd.DataFrame(rows).set_index("name")
 
