@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import sample_balanced
@@ -26,7 +27,7 @@ __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'check_template', 'fill', '
            'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts', 'nearest_demos',
            'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores', 'contextual_calibration',
            'prior_correction', 'predict', 'mlm_class_logprobs', 'SoftPromptConfig', 'soft_prompt_model', 'soft_scores',
-           'train_soft_prompt']
+           'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig', 'train_answers']
 
 # %% ../nbs/08_prompting.ipynb #549f1254
 TEXT_SLOT, MASK_SLOT = "{text}", "{mask}"  # where the snippet goes; where a masked LM's [MASK] tokens go
@@ -397,4 +398,57 @@ def train_soft_prompt(pm: nn.Module,  # from `soft_prompt_model`
         loss = torch.nn.functional.cross_entropy(soft_scores(pm, tokenizer, setup, list(b["text"])), torch.tensor(b["label"].values))
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     pm.eval()
+    return losses
+
+# %% ../nbs/08_prompting.ipynb #0c539ba7
+def answer_batch(tokenizer,  # the causal LM's tokenizer (its pad token pads)
+                 prompts: Sequence[str],  # prompts that end where the answer starts
+                 answers: Sequence[str],  # the answer after each prompt, e.g. the label word " positive"
+                ) -> dict[str, Tensor]:  # input_ids, attention_mask, labels; right-padded
+    "Prompt + answer rows whose labels are -100 on the prompt and on padding: the loss is the answer's alone."
+    if len(prompts) != len(answers): raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers: give one answer per prompt")
+    rows, labels = [], []
+    for p, a in zip(prompts, answers):
+        pid, full = list(tokenizer(p)["input_ids"]), list(tokenizer(p + a)["input_ids"])
+        if full[:len(pid)] != pid or len(full) == len(pid):
+            raise ValueError(f"the tokens of prompt + answer {a!r} do not start with the prompt's tokens: the answer "
+                             "would change how the prompt is cut into tokens; start it with a space, e.g. ' positive'")
+        rows.append(full); labels.append([-100] * len(pid) + full[len(pid):])
+    ids, mask, _ = _pad(rows, tokenizer.pad_token_id, "right")
+    return {"input_ids": ids, "attention_mask": mask, "labels": _pad(labels, -100, "right")[0]}
+
+
+def answer_loss(logits: Tensor,  # (B, T, V) the model's logits on `answer_batch`'s input_ids
+                labels: Tensor,  # (B, T) its labels: -100 everywhere but the answer tokens
+               ) -> Tensor:  # the mean cross-entropy over the answer tokens
+    "Next-token cross-entropy on the answer tokens only: the logits at position t predict the token at t + 1."
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+
+
+@dataclass
+class AnswerTuneConfig:
+    "A small run that trains a causal LM (or its adapter) on the label word after the lesson's prompt."
+    lr: float = 1e-4  # AdamW learning rate
+    steps: int = 20  # optimiser steps
+    batch_size: int = 8  # snippets per step (drawn with both classes, without replacement within a step)
+    seed: int = 0  # seed of the batches
+
+
+def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapter (only trainable parameters move)
+                  tokenizer,  # its tokenizer
+                  setup: PromptSetup,  # template and label words (the answers)
+                  train: pd.DataFrame,  # labelled rows (text, label)
+                  cfg: AnswerTuneConfig = AnswerTuneConfig(),  # steps, learning rate, batch size
+                 ) -> list[float]:  # the loss of each step
+    "Fine-tune on `template(text) + word(label)` with the loss on the word alone (no demonstrations, no chat)."
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    losses = []
+    model.train()
+    for step in range(cfg.steps):
+        b = sample_balanced(train, min(cfg.batch_size, len(train)), seed=cfg.seed * 100_003 + step)
+        batch = answer_batch(tokenizer, [fill(setup.template, t) for t in b["text"]], [setup.words[int(y)] for y in b["label"]])
+        batch = {k: v.to(_device(model)) for k, v in batch.items()}
+        loss = answer_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    model.eval()
     return losses

@@ -111,3 +111,54 @@ def test_mlm_cloze_tiny_bert():
     assert (got - ref).abs().max() < 1e-4
     with pytest.raises(ValueError, match="has no \\{mask\\} slot"): mlm_class_logprobs(model, tok, TEXTS[:1], "{text} Good.")
     with pytest.raises(ValueError, match="identical after tokenisation"): mlm_class_logprobs(model, tok, TEXTS[:1], words=("Good", "good"))
+
+
+def _tiny_llama(vocab: int, pad_id: int, seed: int = 0):
+    "A random 2-layer Llama of hidden size 16 over the SmolLM2 vocabulary."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                                        pad_token_id=pad_id)).eval()
+
+
+ANSWER_PROMPTS = ["Review: a fine film\nSentiment:", "Review: dull and far too long\nSentiment:", "Review: ok\nSentiment:"]
+
+
+def test_answer_loss_equals_trl_completion_only_loss(lm, tmp_path):
+    "answer_batch + answer_loss give trl SFTTrainer's completion-only loss on a prompt-completion dataset, number for number."
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+    from ft_kit.prompting import answer_batch, answer_loss
+    _, tok = lm
+    tiny = _tiny_llama(len(tok), tok.pad_token_id)
+    answers = [" positive" + tok.eos_token, " negative" + tok.eos_token, " positive" + tok.eos_token]  # trl ends each completion with EOS
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=3, completion_only_loss=True, report_to=[],
+                     use_cpu=True, bf16=False, fp16=False)
+    trainer = SFTTrainer(model=tiny, args=args, processing_class=tok,
+                         train_dataset=Dataset.from_dict({"prompt": ANSWER_PROMPTS, "completion": answers}))
+    want = trainer.compute_loss(tiny, next(iter(trainer.get_train_dataloader())))
+    ours = answer_batch(tok, ANSWER_PROMPTS, answers)
+    with torch.no_grad():
+        got = answer_loss(tiny(input_ids=ours["input_ids"], attention_mask=ours["attention_mask"]).logits, ours["labels"])
+    assert abs(got.item() - want.item()) < 1e-5, (got.item(), want.item())
+
+
+def test_answer_loss_ignores_the_prompt(lm):
+    "Prompt tokens are no targets: the loss has no gradient at prompt positions and equals the answer tokens' CE by hand."
+    from ft_kit.prompting import answer_batch, answer_loss
+    _, tok = lm
+    tiny = _tiny_llama(len(tok), tok.pad_token_id)
+    b = answer_batch(tok, ANSWER_PROMPTS, [" positive", " negative", " positive"])
+    logits = tiny(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.detach().requires_grad_(True)
+    loss = answer_loss(logits, b["labels"])
+    loss.backward()
+    lp, terms = logits.detach().log_softmax(-1), []
+    for i, p in enumerate(ANSWER_PROMPTS):
+        n, ids = len(tok(p)["input_ids"]), b["input_ids"][i].tolist()
+        w = tok(p + [" positive", " negative", " positive"][i])["input_ids"][n:]
+        terms += [-lp[i, n - 1 + j, t].item() for j, t in enumerate(w)]
+        assert ids[n:n + len(w)] == w
+        assert logits.grad[i, :n - 1].abs().max() == 0  # logits that predict prompt tokens get no gradient
+        assert logits.grad[i, n + len(w) - 1:].abs().max() == 0  # nor those after the answer (padding)
+    assert abs(loss.item() - sum(terms) / len(terms)) < 1e-5
