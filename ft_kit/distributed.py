@@ -23,10 +23,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
 from .data import BucketBatchSampler
-from .metrics import evaluate
 from .results import checkpoint_mb
 from .train import (Run, TrainConfig, TrainResult, _loaders, _open_writer, _save, _seed_loader, load_trainable,
-                          logits_of, record_run, seed_everything, trainable_state)
+                          logits_of, record_run, scores_of, seed_everything, trainable_state)
 
 # %% auto #0
 __all__ = ['mixed_precision_for', 'make_accelerator', 'world_info', 'per_process_batch', 'shard_loader',
@@ -109,9 +108,7 @@ def evaluate_gathered(acc: Accelerator, # the run's accelerator
                       loader, # a loader prepared by `acc`
                      ) -> dict: # 'loss' and the kit's metrics over the whole dataset, the same on every process
     "Cross-entropy and `ft_kit.metrics.evaluate` over the data of all processes."
-    logits, labels = gathered_logits_and_labels(acc, model, loader)
-    probs = F.softmax(logits, dim=-1).numpy()
-    return {"loss": F.cross_entropy(logits, labels).item(), **evaluate(labels.numpy(), probs)}
+    return scores_of(*gathered_logits_and_labels(acc, model, loader))
 
 # %% ../nbs/04c_distributed.ipynb #d38ec63b
 class AccelerateRun(Run):

@@ -30,8 +30,8 @@ from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result
 # %% auto #0
 __all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'bf16_fast', 'resolve_precision', 'autocast',
-           'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'TrainingDiverged', 'check_loss',
-           'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'Run', 'train', 'record_run',
+           'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'scores_of', 'TrainingDiverged',
+           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'Run', 'train', 'record_run',
            'set_dropout', 'confident_errors']
 
 # %% ../nbs/04b_train.ipynb #9cb53b54
@@ -238,9 +238,14 @@ def evaluate_model(model: nn.Module, # the model to evaluate
                    precision: str = "fp32", # 'fp32', 'bf16' or 'auto' (see `autocast`)
                   ) -> dict: # 'loss' (mean cross-entropy) and everything `ft_kit.metrics.evaluate` reports
     "Cross-entropy and the kit's metrics of `model` on `loader`."
-    logits, labels = logits_and_labels(model, loader, precision)
-    probs = F.softmax(logits, dim=-1).numpy()
-    return {"loss": F.cross_entropy(logits, labels).item(), **evaluate(labels.numpy(), probs)}
+    return scores_of(*logits_and_labels(model, loader, precision))
+
+
+def scores_of(logits: torch.Tensor, # (N, C) logits of a whole dataset
+              labels: torch.Tensor, # (N,) its classes
+             ) -> dict: # 'loss' (mean cross-entropy) and everything `ft_kit.metrics.evaluate` reports
+    "The evaluation of a dataset from its logits: one formula for the single-process and the distributed loop."
+    return {"loss": F.cross_entropy(logits, labels).item(), **evaluate(labels.numpy(), F.softmax(logits, dim=-1).numpy())}
 
 # %% ../nbs/04b_train.ipynb #2af90ca8
 class TrainingDiverged(FloatingPointError):
