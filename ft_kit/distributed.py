@@ -122,7 +122,7 @@ class AccelerateRun(Run):
     def wrap(self) -> None:
         "Hand model and optimizer to Accelerate (after a resume, so that checkpoints keep plain names)."
         self.model, self.opt = self.acc.prepare(self.model, self.opt)
-        self.counted = (self.s["tokens"], self.s["padded"])
+        self.counted = (self.s.tokens, self.s.padded)
 
     def save_last(self) -> None:
         "last.pt from the main process only, with the unwrapped model's parameter names."
@@ -137,33 +137,33 @@ def _after_step(self: AccelerateRun, event: str, history: dict) -> None:
     s = self.s
     if event == "step":
         t0, p0 = self.counted
-        x = torch.tensor([history["train"][-1]["loss"], s["tokens"] - t0, s["padded"] - p0], device=self.acc.device,
+        x = torch.tensor([history["train"][-1]["loss"], s.tokens - t0, s.padded - p0], device=self.acc.device,
                          dtype=torch.float64)
         loss, dt, dp = self.acc.reduce(x, "sum").tolist()
         history["train"][-1]["loss"] = loss / self.acc.num_processes
-        s["tokens"], s["padded"] = t0 + int(dt), p0 + int(dp); self.counted = (s["tokens"], s["padded"])
+        s.tokens, s.padded = t0 + int(dt), p0 + int(dp); self.counted = (s.tokens, s.padded)
     if self.user_callback and self.acc.is_main_process: self.user_callback(event, history)
 
 
 def _evaluate_acc(self: AccelerateRun) -> bool:
     "Gathered validation metrics, best weights kept on every process, checkpoints from the main process."
     s, cfg = self.s, self.cfg
-    last = s["history"]["eval"][-1]["step"] if s["history"]["eval"] else 0
-    recent = [r["loss"] for r in s["history"]["train"] if r["step"] > last]
+    last = s.history["eval"][-1]["step"] if s.history["eval"] else 0
+    recent = [r["loss"] for r in s.history["train"] if r["step"] > last]
     m = evaluate_gathered(self.acc, self.net, self.val_dl)
-    s["history"]["eval"].append({"step": s["step"], "epoch": s["step"] / len(self.train_dl),
+    s.history["eval"].append({"step": s.step, "epoch": s.step / len(self.train_dl),
                                  "train_loss": float(np.mean(recent)) if recent else None, **m})
     if cfg.metric not in m: raise KeyError(f"metric {cfg.metric!r} is not among {sorted(m)}")
-    if _better(m[cfg.metric], s["best_value"], cfg.metric):
-        s.update(best_value=m[cfg.metric], best_step=s["step"], best=m, bad=0)
+    if _better(m[cfg.metric], s.best_value, cfg.metric):
+        s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
         self.best_weights = trainable_state(self.net)
         if self.dir and self.acc.is_main_process:
-            _save({"weights": self.best_weights, "step": s["step"], "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
-    else: s["bad"] += 1
-    s["stopped_early"] = cfg.patience is not None and s["bad"] >= cfg.patience
-    if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s["step"]) for k, v in m.items() if isinstance(v, (int, float))]
-    self.save_last(); self.callback("eval", s["history"])
-    return s["stopped_early"]
+            _save({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
+    else: s.bad += 1
+    s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
+    if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
+    self.save_last(); self.callback("eval", s.history)
+    return s.stopped_early
 
 
 def _better(value: float, best: float | None, metric: str) -> bool:
@@ -212,14 +212,14 @@ def _finish_acc(run: AccelerateRun, data: dict, record: str | None) -> TrainResu
     "Best weights back, the slowest process's time, the result; the registry record from the main process."
     acc, s = run.acc, run.s
     acc.wait_for_everyone()  # the main process has finished writing best.pt
-    s["elapsed"] = acc.gather(torch.tensor([s["elapsed"]], device=acc.device)).max().item()
+    s.elapsed = acc.gather(torch.tensor([s.elapsed], device=acc.device)).max().item()
     if run.best_weights is not None: load_trainable(run.net, run.best_weights)
     acc.unwrap_model(run.model, keep_fp32_wrapper=False)  # the caller's model without autocast hooks
     best_pt = run.dir / "best.pt" if run.dir and (run.dir / "best.pt").exists() else None
     size = checkpoint_mb(best_pt) if best_pt else sum(t.numel() * t.element_size() for t in trainable_state(run.net).values()) / 2**20
-    res = TrainResult(history=s["history"], best=s["best"], best_step=s["best_step"] if run.val_dl is not None else s["step"],
-                      steps=s["step"], stopped_early=s["stopped_early"], train_time_s=s["elapsed"], tokens=s["tokens"],
-                      padded_tokens=s["padded"], checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size)
+    res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if run.val_dl is not None else s.step,
+                      steps=s.step, stopped_early=s.stopped_early, train_time_s=s.elapsed, tokens=s.tokens,
+                      padded_tokens=s.padded, checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size)
     if record and acc.is_main_process:
         res.result_file = str(record_run(record, run.net, run.cfg, res, data, distributed=world_info(acc)))
     acc.wait_for_everyone()

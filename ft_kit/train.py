@@ -10,7 +10,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,8 +31,8 @@ from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result
 __all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'bf16_fast', 'resolve_precision', 'autocast',
            'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'scores_of', 'TrainingDiverged',
-           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'Run', 'train', 'record_run',
-           'set_dropout', 'confident_errors']
+           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'RunState', 'Run', 'train',
+           'record_run', 'set_dropout', 'confident_errors']
 
 # %% ../nbs/04b_train.ipynb #9cb53b54
 def naive_train(model: nn.Module, # a transformers classifier (it computes its own loss from `labels`)
@@ -352,6 +352,24 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     return value < best if metric in ("loss", "ece") else value > best
 
 # %% ../nbs/04b_train.ipynb #4502fd6f
+@dataclass
+class RunState:
+    "What a run has done so far: the counters, history and best result saved in last.pt (as a dict) and restored on resume."
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches taken in the current epoch (a resumed run skips that many of the epoch's order)
+    history: dict = field(default_factory=lambda: {"train": [], "eval": []})  # one dict per step / per evaluation
+    best_value: float | None = None  # the best value of cfg.metric so far (None before the first evaluation)
+    best_step: int = 0  # the step of that evaluation
+    best: dict = field(default_factory=dict)  # every metric of the best evaluation
+    bad: int = 0  # evaluations since the last improvement (early stopping counts these)
+    tokens: int = 0  # real (non-padding) tokens trained on
+    padded: int = 0  # token positions computed, padding included
+    elapsed: float = 0.0  # training seconds, across resumes
+    stopped_early: bool = False  # patience ran out
+    epoch_rng: dict | None = None  # the random state the current epoch's batch order was drawn from
+
+
 class Run:
     "The state of one training run: model, optimizer, schedule, counters; saved whole in last.pt."
     def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, callback=None):
@@ -361,8 +379,7 @@ class Run:
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total)
         self.opt = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.head_lr)
         self.sched = make_scheduler(self.opt, warmup, self.total)
-        self.s = dict(step=0, epoch=0, batch=0, history={"train": [], "eval": []}, best_value=None, best_step=0,
-                      best=dict(), bad=0, tokens=0, padded=0, elapsed=0.0, stopped_early=False, epoch_rng=None)
+        self.s = RunState()
         self.best_weights, self.writer = None, None
         self.dir = Path(cfg.output_dir) if cfg.output_dir else None
 
@@ -370,7 +387,7 @@ class Run:
         "Write last.pt: everything needed to continue exactly where the run is."
         if self.dir is None: return
         _save({"weights": trainable_state(self.model), "optimizer": self.opt.state_dict(),
-               "scheduler": self.sched.state_dict(), "state": self.s, "rng": rng_state(),
+               "scheduler": self.sched.state_dict(), "state": asdict(self.s), "rng": rng_state(),
                "config": asdict(self.cfg)}, self.dir / "last.pt")
 
     def resume(self) -> bool:
@@ -381,7 +398,7 @@ class Run:
         changed = [k for k in ("lr", "epochs", "batch_size", "seed") if ck["config"][k] != getattr(self.cfg, k)]
         if changed: raise ValueError(f"{path.name} was saved with other {changed}: use another output_dir or the same config")
         load_trainable(self.model, ck["weights"]); self.opt.load_state_dict(ck["optimizer"])
-        self.sched.load_state_dict(ck["scheduler"]); self.s = ck["state"]; set_rng_state(ck["rng"])
+        self.sched.load_state_dict(ck["scheduler"]); self.s = RunState(**ck["state"]); set_rng_state(ck["rng"])
         if (self.dir / "best.pt").exists(): self.best_weights = torch.load(self.dir / "best.pt")["weights"]
         return True
 
@@ -389,33 +406,33 @@ class Run:
 def _evaluate(self: Run) -> bool:
     "Evaluate on validation, keep the best weights, save checkpoints; True when patience ran out."
     s, cfg = self.s, self.cfg
-    last = s["history"]["eval"][-1]["step"] if s["history"]["eval"] else 0
-    recent = [r["loss"] for r in s["history"]["train"] if r["step"] > last]
+    last = s.history["eval"][-1]["step"] if s.history["eval"] else 0
+    recent = [r["loss"] for r in s.history["train"] if r["step"] > last]
     m = evaluate_model(self.model, self.val_dl, self.precision)
-    rec = {"step": s["step"], "epoch": s["step"] / len(self.train_dl), "train_loss": float(np.mean(recent)) if recent else None, **m}
-    s["history"]["eval"].append(rec)
+    rec = {"step": s.step, "epoch": s.step / len(self.train_dl), "train_loss": float(np.mean(recent)) if recent else None, **m}
+    s.history["eval"].append(rec)
     if cfg.metric not in m: raise KeyError(f"metric {cfg.metric!r} is not among {sorted(m)}")
-    if _improved(m[cfg.metric], s["best_value"], cfg.metric):
-        s.update(best_value=m[cfg.metric], best_step=s["step"], best=m, bad=0)
+    if _improved(m[cfg.metric], s.best_value, cfg.metric):
+        s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
         self.best_weights = trainable_state(self.model)
-        if self.dir: _save({"weights": self.best_weights, "step": s["step"], "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
-    else: s["bad"] += 1
-    s["stopped_early"] = cfg.patience is not None and s["bad"] >= cfg.patience
-    if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s["step"]) for k, v in m.items() if isinstance(v, (int, float))]
+        if self.dir: _save({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
+    else: s.bad += 1
+    s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
+    if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
     self.save_last()
-    if self.callback: self.callback("eval", s["history"])
-    return s["stopped_early"]
+    if self.callback: self.callback("eval", s.history)
+    return s.stopped_early
 
 
 def _batches(self: Run, epoch: int):
     "The training batches still to do in `epoch`, in the same order as an uninterrupted run."
     s = self.s
-    if s["batch"] == 0:  # a fresh epoch: remember the random state its batch order is drawn from
-        s["epoch_rng"] = rng_state(); _seed_loader(self.train_dl, self.cfg.seed, epoch)
+    if s.batch == 0:  # a fresh epoch: remember the random state its batch order is drawn from
+        s.epoch_rng = rng_state(); _seed_loader(self.train_dl, self.cfg.seed, epoch)
         yield from self.train_dl; return
-    now = rng_state(); set_rng_state(s["epoch_rng"]); _seed_loader(self.train_dl, self.cfg.seed, epoch)
+    now = rng_state(); set_rng_state(s.epoch_rng); _seed_loader(self.train_dl, self.cfg.seed, epoch)
     it = iter(self.train_dl)
-    for _ in range(s["batch"]): next(it)  # resuming mid-epoch: replay the order, skip what was done
+    for _ in range(s.batch): next(it)  # resuming mid-epoch: replay the order, skip what was done
     set_rng_state(now)
     yield from it
 
@@ -425,27 +442,27 @@ Run.evaluate, Run.batches = _evaluate, _batches
 def _fit(self: Run, progress: bool = True) -> None:
     "Train until the last epoch or until early stopping; the state lives in `self.s`."
     s, cfg, dev = self.s, self.cfg, next(self.model.parameters()).device
-    bar = tqdm(total=self.total, initial=s["step"], disable=not progress, desc="train", dynamic_ncols=True)
-    self.model.train(); t0 = time.perf_counter() - s["elapsed"]
-    while s["epoch"] < cfg.epochs and not s["stopped_early"]:
-        for b in self.batches(s["epoch"]):
-            s["tokens"] += int(b["attention_mask"].sum()); s["padded"] += b["attention_mask"].numel()
-            loss, norm = train_step(self.model, to_device(b, dev), self.opt, self.sched, cfg.max_grad_norm, s["step"] + 1,
+    bar = tqdm(total=self.total, initial=s.step, disable=not progress, desc="train", dynamic_ncols=True)
+    self.model.train(); t0 = time.perf_counter() - s.elapsed
+    while s.epoch < cfg.epochs and not s.stopped_early:
+        for b in self.batches(s.epoch):
+            s.tokens += int(b["attention_mask"].sum()); s.padded += b["attention_mask"].numel()
+            loss, norm = train_step(self.model, to_device(b, dev), self.opt, self.sched, cfg.max_grad_norm, s.step + 1,
                                     self.precision)
-            s["step"] += 1; s["batch"] += 1; s["elapsed"] = time.perf_counter() - t0
+            s.step += 1; s.batch += 1; s.elapsed = time.perf_counter() - t0
             lr = self.sched.get_last_lr()[0]
-            s["history"]["train"].append({"step": s["step"], "epoch": s["epoch"], "loss": loss, "lr": lr, "grad_norm": norm})
+            s.history["train"].append({"step": s.step, "epoch": s.epoch, "loss": loss, "lr": lr, "grad_norm": norm})
             bar.update(1); bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            if self.writer: self.writer.add_scalar("train/loss", loss, s["step"]); self.writer.add_scalar("train/lr", lr, s["step"])
-            if self.callback: self.callback("step", s["history"])
-            last = s["step"] == self.total
-            if self.val_dl is not None and cfg.eval_every and (s["step"] % cfg.eval_every == 0 or last):
+            if self.writer: self.writer.add_scalar("train/loss", loss, s.step); self.writer.add_scalar("train/lr", lr, s.step)
+            if self.callback: self.callback("step", s.history)
+            last = s.step == self.total
+            if self.val_dl is not None and cfg.eval_every and (s.step % cfg.eval_every == 0 or last):
                 if self.evaluate(): break
         else:  # the epoch ran to its end
-            s["epoch"] += 1; s["batch"] = 0
+            s.epoch += 1; s.batch = 0
             if self.val_dl is not None and not cfg.eval_every: self.evaluate()
             elif self.val_dl is None: self.save_last()
-    bar.close(); s["elapsed"] = time.perf_counter() - t0
+    bar.close(); s.elapsed = time.perf_counter() - t0
 
 Run.fit = _fit
 
@@ -454,7 +471,7 @@ def _open_writer(run: Run):
     "A TensorBoard SummaryWriter under output_dir/tensorboard (imported only when asked for)."
     try: from torch.utils.tensorboard import SummaryWriter
     except ImportError: raise ImportError("tensorboard=True needs the `tensorboard` package: pip install tensorboard") from None
-    return SummaryWriter(log_dir=str((run.dir or Path("runs")) / "tensorboard"), purge_step=run.s["step"] + 1)
+    return SummaryWriter(log_dir=str((run.dir or Path("runs")) / "tensorboard"), purge_step=run.s.step + 1)
 
 
 def train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped, or a kit module
@@ -489,9 +506,9 @@ def _finish(run: Run, data: dict, record: str | None) -> TrainResult:
     if run.best_weights is not None: load_trainable(run.model, run.best_weights)
     best_pt = run.dir / "best.pt" if run.dir and (run.dir / "best.pt").exists() else None
     size = checkpoint_mb(best_pt) if best_pt else sum(t.numel() * t.element_size() for t in trainable_state(run.model).values()) / 2**20
-    res = TrainResult(history=s["history"], best=s["best"], best_step=s["best_step"] if run.val_dl is not None else s["step"],
-                      steps=s["step"], stopped_early=s["stopped_early"], train_time_s=s["elapsed"], tokens=s["tokens"],
-                      padded_tokens=s["padded"], checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size,
+    res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if run.val_dl is not None else s.step,
+                      steps=s.step, stopped_early=s.stopped_early, train_time_s=s.elapsed, tokens=s.tokens,
+                      padded_tokens=s.padded, checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size,
                       precision=run.precision)
     if record: res.result_file = str(record_run(record, run.model, run.cfg, res, data))
     return res
