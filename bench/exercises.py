@@ -123,24 +123,28 @@ def sections(text: str) -> dict[str, str]:
 
 
 def _run(code: str, ns: dict, what: str) -> str | None:
-    "Execute code in ns; None when it ran, else the error in one line."
-    try: exec(compile(code, what, "exec", dont_inherit=True), ns); return None
+    "Execute code in ns (with the lesson module's __future__ flags); None when it ran, else the error in one line."
+    flags = ns.get("__future_flags__", 0)
+    try: exec(compile(code, what, "exec", flags=flags, dont_inherit=True), ns); return None
     except NotImplementedError: return "Not done yet: replace `raise NotImplementedError` with your answer."
     except Exception as e: return f"{type(e).__name__}: {e}"
 
 
-def namespace(stem: str) -> dict:
-    "A fresh grading namespace, registered as a module (dataclasses and pickling look their module up)."
+def namespace(stem: str, context: list[str]) -> dict:
+    "A fresh grading namespace, registered as a module (dataclasses look it up), with the exported module's __future__ flags."
+    import __future__
     import types
     mod = types.ModuleType(f"exercises_{stem}")
     sys.modules[mod.__name__] = mod
+    if any("from __future__ import annotations" in c for c in context):  # nbdev's module has it for every cell
+        mod.__dict__["__future_flags__"] = __future__.annotations.compiler_flag
     return mod.__dict__
 
 
 def grade(stem: str, answers: dict[str, str] | None = None) -> list[tuple[str, bool, str]]:
     "Grade a lesson: (key, passed, message) per exercise; answers maps keys to code (None: the folded solutions)."
     context, exercises = read_lesson(stem)
-    ns = namespace(stem)
+    ns = namespace(stem, context)
     for i, src in enumerate(context):
         if err := _run(src, ns, f"{stem} context cell {i}"): raise RuntimeError(f"nbs/{stem}.ipynb: a context cell fails: {err}")
     out = []
@@ -159,7 +163,7 @@ def grade(stem: str, answers: dict[str, str] | None = None) -> list[tuple[str, b
 def run_hidden(stem: str) -> list[tuple[str, str | None]]:
     "Run each exercise's `#| hide` cell (the checker on the solution and on wrong answers) in the grading context."
     context, exercises = read_lesson(stem)
-    ns = namespace(stem)
+    ns = namespace(stem, context)
     for i, src in enumerate(context): _run(src, ns, f"{stem} context cell {i}")
     return [(e.key, _run(e.checker, ns, f"{stem}:{e.key} checker") or _run(e.hidden, ns, f"{stem}:{e.key} hidden cell"))
             for e in exercises]
