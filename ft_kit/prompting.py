@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
+import time
 import warnings
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,16 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import sample_balanced
+from .experiment import failures, run_name, search, weight_change
 from .metrics import evaluate
 from .models import mean_pool
-from .train import autocast
+from .results import find_result, save_result
+from .train import autocast, trainable_state
 
 # %% auto #0
 __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache', 'encode_prefix',
            'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts', 'nearest_demos',
            'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores', 'contextual_calibration',
            'prior_correction', 'predict', 'mlm_class_logprobs', 'SoftPromptConfig', 'soft_prompt_model', 'soft_scores',
-           'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig', 'train_answers']
+           'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig', 'train_answers', 'lora_lm',
+           'answer_tune_point']
 
 # %% ../nbs/08_prompting.ipynb #549f1254
 TEXT_SLOT, MASK_SLOT = "{text}", "{mask}"  # where the snippet goes; where a masked LM's [MASK] tokens go
@@ -452,3 +457,48 @@ def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapte
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     model.eval()
     return losses
+
+# %% ../nbs/08_prompting.ipynb #d54c4df9
+def lora_lm(model: nn.Module,  # a causal LM (its own weights get frozen)
+            r: int = 8,  # LoRA rank
+            alpha: int = 16,  # LoRA alpha (scale alpha / r)
+            targets: tuple = ("q_proj", "v_proj"),  # the attention projections that get an adapter
+           ) -> nn.Module:  # a peft model in which only the adapter trains
+    "A peft LoRA adapter on a causal LM's attention projections."
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
+                                            task_type="CAUSAL_LM"))
+
+
+def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
+                      make_lm: Callable,  # () -> (model with only its trainable part trainable, tokenizer), fresh each call
+                      setup: PromptSetup,  # the prompt the model learns to answer (and is scored on)
+                      data: dict,  # 'train', 'validation', 'test' frames (text, label)
+                      grid: tuple = (3e-5, 1e-4, 3e-4, 1e-3),  # learning rates searched on validation
+                      seeds: tuple = (0, 1, 2),  # the first searches; the others run at the chosen rate
+                      cfg: AnswerTuneConfig = AnswerTuneConfig(),  # steps and batch size (its lr and seed are set per run)
+                      prefix: str = "prompttune",  # records are named <prefix>-<label>-lr<rate>-s<seed>
+                      results_dir=None,  # default: see `ft_kit.results.resolve_results_dir`
+                     ) -> dict:  # the search record: chosen rate, every rate tried, the reason if every one failed
+    "Fine-tune the LM on its prompt's label word through the experiment layer: search, seeds, gates, a record per run."
+    def run(lr, seed):
+        name = run_name(prefix, label, seed, lr)
+        if old := find_result(name, results_dir): return old  # resumable: a finished run is read back
+        torch.manual_seed(seed)
+        model, tok = make_lm()
+        before, t, c = trainable_state(model), time.perf_counter(), replace(cfg, lr=lr, seed=seed)
+        losses = train_answers(model, tok, setup, data["train"], c)
+        secs = time.perf_counter() - t
+        with torch.no_grad():
+            val, test = (evaluate_scores(data[k]["label"].tolist(), score_texts(model, tok, setup, list(data[k]["text"])))
+                         for k in ("validation", "test"))
+        failed = failures(val, weight_change(before, model))
+        return json.loads(save_result(name, c, val, results_dir=results_dir, overwrite=True, label=label, seed=seed, value=lr,
+                                      valid=not failed, failed=failed, test=test, train_time_s=secs, losses=losses,
+                                      params={"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+                                      ).read_text())
+    out = search(run, grid, seeds)
+    why = "" if out["chosen"] is not None else "every value tried failed: " + "; ".join(sorted({f for *_, fs in out["tried"] for f in fs}))
+    path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method="answer_tune", grid=list(grid), chosen=out["chosen"],
+                       tried=out["tried"], reason=why, protocol=asdict(cfg), results_dir=results_dir, overwrite=True)
+    return json.loads(path.read_text())

@@ -162,3 +162,28 @@ def test_answer_loss_ignores_the_prompt(lm):
         assert logits.grad[i, :n - 1].abs().max() == 0  # logits that predict prompt tokens get no gradient
         assert logits.grad[i, n + len(w) - 1:].abs().max() == 0  # nor those after the answer (padding)
     assert abs(loss.item() - sum(terms) / len(terms)) < 1e-5
+
+
+def test_answer_tune_point_searches_gates_and_resumes(lm, tmp_path, monkeypatch):
+    "The LM fine-tuning row goes through the experiment layer: a record per run, a search record, gates, resumable."
+    import pandas as pd
+    from ft_kit import prompting as pr
+    from ft_kit.experiment import aggregate
+    from ft_kit.results import load_results
+    _, tok = lm
+    rows = pd.DataFrame({"text": TEXTS + DEMOS_T, "label": [1, 0, 0, 1] + DEMOS_Y})
+    data = {"train": rows, "validation": rows.iloc[:6].reset_index(drop=True), "test": rows.iloc[2:].reset_index(drop=True)}
+    make = lambda: (pr.lora_lm(_tiny_llama(len(tok), tok.pad_token_id)), tok)
+    cfg = pr.AnswerTuneConfig(steps=2, batch_size=4)
+    rec = pr.answer_tune_point("tiny", make, pr.PromptSetup(), data, grid=(1e-4, 1e-3), seeds=(0, 1), cfg=cfg, prefix="pt",
+                               results_dir=tmp_path)
+    runs = [r for r in load_results("pt-tiny-*", tmp_path) if not r["name"].endswith("-search")]
+    assert len(runs) >= 2 and all(r["value"] in [t[0] for t in rec["tried"]] for r in runs)
+    assert all(r["valid"] == (not r["failed"]) and r["params"]["trainable"] > 0 for r in runs)
+    assert all(len(r["losses"]) == 2 and "test" in r for r in runs)
+    row = aggregate("pt", tmp_path).loc["tiny"]
+    if rec["chosen"] is None: assert row["status"] == "failed" and rec["reason"].startswith("every value tried failed")
+    monkeypatch.setattr(pr, "train_answers", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again = pr.answer_tune_point("tiny", make, pr.PromptSetup(), data, grid=(1e-4, 1e-3), seeds=(0, 1), cfg=cfg, prefix="pt",
+                                 results_dir=tmp_path)
+    assert again["chosen"] == rec["chosen"] and again["tried"] == rec["tried"]

@@ -1,0 +1,49 @@
+"""Fine-tune SmolLM2 itself on lesson 08's prompt, for `make results`: `python -m bench.prompt_tune`.
+
+A LoRA adapter (r=8 on q_proj and v_proj) learns to answer the zero-shot prompt with the right label word, the
+loss on the label word alone (`ft_kit.prompting.answer_loss`, equal to trl's completion-only loss). Each labelled
+size is one row of the experiment layer (`ft_kit.prompting.answer_tune_point`): a learning-rate search on 500
+balanced validation snippets with seed 0, seeds 1 and 2 at the chosen rate, the validity gates, one record per run
+(`prompttune-smollm2-lora-n<size>-lr<rate>-s<seed>`), scored on the 500 balanced test snippets the prompting
+records use. Resumable: a run whose record exists is read back. Sizes and steps without editing the file:
+PT_SIZES ("all"; e.g. "128,512,all"), PT_STEPS (300), PT_BATCH (8), PT_SEEDS ("0,1,2"), PT_EVAL (500).
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+
+def _env(name: str, default: str) -> str: return os.environ.get(name, default)
+
+
+def main() -> dict:
+    "Every requested size: search, seeds, gates; print what each cost."
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    from ft_kit.data import load_splits, sample_balanced
+    from ft_kit.models import load_causal_lm
+    from ft_kit.prompting import AnswerTuneConfig, PromptSetup, answer_tune_point, lora_lm
+    splits, n_eval = load_splits(), int(_env("PT_EVAL", "500"))
+    cfg = AnswerTuneConfig(steps=int(_env("PT_STEPS", "300")), batch_size=int(_env("PT_BATCH", "8")))
+    seeds = tuple(int(s) for s in _env("PT_SEEDS", "0,1,2").split(","))
+    def make():
+        model, tok = load_causal_lm()
+        return lora_lm(model), tok
+    out = {}
+    for size in _env("PT_SIZES", "all").split(","):
+        train = splits["train"] if size == "all" else sample_balanced(splits["train"], int(size), seed=0)
+        data = {"train": train, "validation": sample_balanced(splits["validation"], n_eval, seed=0),
+                "test": sample_balanced(splits["test"], n_eval, seed=0)}
+        t = time.perf_counter()
+        rec = answer_tune_point(f"smollm2-lora-n{size}", make, PromptSetup(), data, seeds=seeds, cfg=cfg)
+        out[size] = rec
+        tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+        print(f"n={size}: {time.perf_counter() - t:.0f} s, chosen {rec['chosen']} [{tried}] {rec['reason']}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
