@@ -58,4 +58,6 @@ def test_answers_file_round_trip_and_never_overwritten(tmp_path, monkeypatch, ca
     assert (tmp_path / f"{stem}.py").read_text(encoding="utf-8") == mine
     assert f"{stem}: {len(found)}/{len(found)}" in capsys.readouterr().out
     (tmp_path / f"{stem}.py").unlink()
-    assert ex.main([stem]) == 1 and (tmp_path / f"{stem}.py").read_text(encoding="utf-8") == ex.stub_file(stem, found)
+    assert ex.main([stem]) == 0 and (tmp_path / f"{stem}.py").read_text(encoding="utf-8") == ex.stub_file(stem, found)
+    assert f"{stem}: 0/{len(found)}" in capsys.readouterr().out  # the fresh stubs score nothing, without an error
+    assert ex.main(["--solutions", stem]) == 0
