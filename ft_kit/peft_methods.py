@@ -532,7 +532,7 @@ def protocol_summary(t: pd.DataFrame, # `protocol_table`
     out = [f"Full fine-tuning reaches {100 * f['test_acc']:.1f}% test accuracy (mean of {f['seeds']} seeds, "
            f"training {int(f['trainable']):,} parameters)."]
     for label, name in (("lora", "LoRA r=8"), ("peft_adalora", "AdaLoRA"), ("bitfit", "BitFit"), ("peft_ia3", "IA3"),
-                        ("last2", "The last two layers"), ("peft_prefix", "Prefix tuning"), ("peft_prompt", "Prompt tuning")):
+                        ("last2", "Training the last two layers"), ("peft_prefix", "Prefix tuning"), ("peft_prompt", "Prompt tuning")):
         if label in ok.index:
             r = ok.loc[label]; gap = 100 * (f["test_acc"] - r["test_acc"])
             out.append(f"{name} reaches {100 * r['test_acc']:.1f}% training {r['trainable_pct']:.2f}% of the parameters, "
@@ -582,4 +582,5 @@ def sweep_summary(s: pd.DataFrame, # `rank_sweep`
         best, worst = g.loc[g["test_acc"].idxmax()], g.loc[g["test_acc"].idxmin()]
         out.append(f"With {rule}, the best rank is r = {best['r']} ({100 * best['test_acc']:.1f} ± {100 * best['test_acc_std']:.1f}%) and "
                    f"the worst r = {worst['r']} ({100 * worst['test_acc']:.1f}%), {100 * (best['test_acc'] - worst['test_acc']):.1f} points apart")
-    return "; ".join(out) + " (each rank at its own best learning rate, mean ± std over seeds)."
+    ranks = ", ".join(str(r) for r in sorted(s["r"].unique()))
+    return ". ".join(out) + f" (each rank at its own best learning rate, mean ± std over seeds; ranks run: {ranks})."
