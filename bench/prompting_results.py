@@ -41,8 +41,8 @@ def run_full(n: int = 500,  # balanced test snippets
     from sklearn.linear_model import LogisticRegression
     from ft_kit.data import load_splits, sample_balanced
     from ft_kit.models import load_causal_lm, load_encoder
-    from ft_kit.prompting import (CONTENT_FREE, PromptSetup, choose_demos, contextual_calibration, embed_texts,
-                                  evaluate_scores, nearest_demos, prior_correction, score_texts)
+    from ft_kit.prompting import (CONTENT_FREE, PromptSetup, choose_demos, class_probs, contextual_calibration,
+                                  embed_texts, evaluate_scores, nearest_demos, prior_correction, score_texts)
     from ft_kit.results import describe_split, find_result, save_result
     model, tok = load_causal_lm()
     splits = load_splits()
@@ -56,7 +56,11 @@ def run_full(n: int = 500,  # balanced test snippets
     def save(name, config, s, t, cf=None, **extra):
         m = evaluate_scores(y, s)
         m["prior_corrected_accuracy"] = evaluate_scores(y, prior_correction(s))["accuracy"]
-        if cf is not None: m["calibrated_accuracy"] = evaluate_scores(y, contextual_calibration(s, cf))["accuracy"]
+        if cf is not None:
+            cal = evaluate_scores(y, contextual_calibration(s, cf))
+            m.update(calibrated_accuracy=cal["accuracy"], calibrated_pred_share=cal["pred_share"],
+                     cf_pos_share=float(class_probs(cf)[:, 1].mean()))  # the bias contextual calibration removes
+        m["mean_pos_prob"] = float(class_probs(s)[:, 1].mean())  # the bias batch calibration removes (on these inputs)
         save_result(name, config, m, split, results_dir, True, latency_s=None if t is None else t / n, **extra)
         scored.append(name)
     zero = {"raw": PromptSetup(), "raw_bad_good": PromptSetup(words=(" bad", " good")),
