@@ -89,8 +89,8 @@ def check_machine() -> list[Check]:  # CPU threads, GPU, the SmolLM2 cache; info
     gpu = torch.cuda.is_available()
     info.append(Check("GPU", gpu, torch.cuda.get_device_name(0) if gpu else "none visible: lessons run on the CPU", required=False))
     try:
-        from ft_kit.models import _cache_ok, smollm2_cache
-        done = _cache_ok(smollm2_cache())
+        from ft_kit.models import cache_ok, smollm2_cache
+        done = cache_ok(smollm2_cache())
         info.append(Check("SmolLM2 cache", done, "converted" if done else "not yet: the first load_causal_lm() converts it once", required=False))
     except ImportError as e: info.append(Check("SmolLM2 cache", False, f"unknown ({e.name} missing)", required=False))
     return info

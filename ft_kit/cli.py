@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .data import load_csv, sample_balanced
-from .deploy import ModelInfo, _prepare_out, load_classifier, save_model
+from .deploy import ModelInfo, prepare_out, load_classifier, save_model
 from .models import load_encoder, param_kind
 
 # %% auto #0
@@ -113,7 +113,7 @@ def finetune(csv: str | Path,  # the labelled CSV
     labels = raw or ModelInfo().labels
     if max_rows: df = sample_balanced(df, min(max_rows, len(df)))
     splits = stratified_split(df)
-    out = Path(out); _prepare_out(out, force)
+    out = Path(out); prepare_out(out, force)
     seed_everything(seed)  # before the model is built: its new head (and LoRA's A) are drawn from the global RNG
     model, tok = make_model(method)
     budget = Budget(n_train=None, epochs=epochs, max_length=max_length, seeds=(seed,))  # bf16 where the chip is fast

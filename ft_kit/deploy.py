@@ -23,13 +23,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import LABELS
 from .lora import LoRALinear, lora_layers
-from .models import _quiet, get_device, load_encoder, use_mean_pooling
+from .models import quiet_transformers, get_device, load_encoder, use_mean_pooling
 from .results import checkpoint_mb
 
 # %% auto #0
-__all__ = ['META_FILE', 'METHODS', 'FORMATS', 'BACKENDS', 'ModelInfo', 'read_info', 'plain_model', 'to_peft', 'save_model',
-           'load_model', 'merge_adapter', 'quantize_int8', 'export_onnx', 'Classifier', 'torch_runner', 'onnx_runner',
-           'load_classifier', 'model_size_mb', 'time_classifier', 'compare_backends']
+__all__ = ['META_FILE', 'METHODS', 'FORMATS', 'BACKENDS', 'ModelInfo', 'read_info', 'plain_model', 'to_peft', 'prepare_out',
+           'save_model', 'load_model', 'merge_adapter', 'quantize_int8', 'export_onnx', 'Classifier', 'torch_runner',
+           'onnx_runner', 'load_classifier', 'model_size_mb', 'time_classifier', 'compare_backends']
 
 # %% ../nbs/10_deploy.ipynb #5a806b5e
 META_FILE = "ft_kit.json"  # the kit's note inside a saved model folder
@@ -105,7 +105,7 @@ def to_peft(model: nn.Module,  # a model after `ft_kit.lora.apply_lora` (merged 
     return pm.eval()
 
 # %% ../nbs/10_deploy.ipynb #3ed8f5a2
-def _prepare_out(path: Path, overwrite: bool) -> None:
+def prepare_out(path: Path, overwrite: bool) -> None:
     "Refuse to write into an existing non-empty folder unless `overwrite`, and then only over a model folder."
     if not path.exists() or (path.is_dir() and not any(path.iterdir())): return
     if not overwrite: raise FileExistsError(f"'{path}' already exists: choose another folder or overwrite it "
@@ -124,14 +124,14 @@ def save_model(model: nn.Module,  # a fine-tuned classifier: plain, with kit LoR
               ) -> Path:  # the folder written
     "Save a classifier as a folder that transformers (or peft) loads, with its tokenizer and `ft_kit.json`."
     path, info = Path(path), copy.copy(info or ModelInfo())
-    _prepare_out(path, overwrite)
+    prepare_out(path, overwrite)
     adapters = bool(lora_layers(model)) or hasattr(model, "merge_and_unload")
     out = plain_model(model) if (merge or not adapters) else (model if hasattr(model, "merge_and_unload") else to_peft(model))
     info.format = "peft" if adapters and not merge else "transformers"
     cfg = out.config if info.format == "transformers" else out.base_model.model.config
     cfg.id2label, cfg.label2id = dict(enumerate(info.labels)), {l: i for i, l in enumerate(info.labels)}
     info.pooling = getattr(cfg, "ft_kit_pooling", None) or "cls"  # a peft folder has no config of its own: keep it here
-    with _quiet(): out.save_pretrained(path); tokenizer.save_pretrained(path)
+    with quiet_transformers(): out.save_pretrained(path); tokenizer.save_pretrained(path)
     (path / META_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
     return path
 
@@ -141,7 +141,7 @@ def load_model(path: str | Path,  # a folder written by `save_model` (or any tra
               ) -> tuple[nn.Module, object, ModelInfo]:  # (model in eval mode, tokenizer, its note)
     "Load a saved classifier: a plain folder through transformers, an adapter folder through peft."
     path, info = Path(path), read_info(path)
-    with _quiet():
+    with quiet_transformers():
         if info.format == "peft":
             from peft import PeftModel
             base, _ = load_encoder(info.base, num_labels=len(info.labels), device="cpu", pooling=info.pooling)

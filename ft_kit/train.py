@@ -31,8 +31,9 @@ from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result
 __all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'bf16_fast', 'resolve_precision', 'autocast',
            'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'scores_of', 'TrainingDiverged',
-           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'RunState', 'Run', 'train',
-           'record_run', 'set_dropout', 'confident_errors']
+           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'save_checkpoint',
+           'make_loaders', 'seed_loader', 'RunState', 'Run', 'open_writer', 'train', 'record_run', 'set_dropout',
+           'confident_errors']
 
 # %% ../nbs/04b_train.ipynb #9cb53b54
 def naive_train(model: nn.Module, # a transformers classifier (it computes its own loss from `labels`)
@@ -81,7 +82,7 @@ class TrainConfig:
     output_dir: str | None = None  # where best.pt and last.pt (for resuming) go; None: keep the best in memory
     tensorboard: bool = False  # also log to TensorBoard under output_dir/tensorboard (needs `tensorboard`)
     precision: str = "fp32"  # 'fp32'; 'bf16' (autocast; fp32 master weights, optimizer and loss); 'auto': bf16 where fast
-    accelerate: bool = False  # run under Hugging Face Accelerate (ft_kit.distributed): several processes or GPUs, bf16 on GPUs
+    accelerate: bool = False  # meant for Accelerate (ft_kit.distributed.distributed_train); train() refuses it
 
 # %% ../nbs/04b_train.ipynb #40077e5b
 def seed_everything(seed: int, # the one seed of the run
@@ -320,12 +321,12 @@ def load_trainable(model: nn.Module, # the model to update in place
     return model
 
 
-def _save(obj: dict, path: Path) -> None:
+def save_checkpoint(obj: dict, path: Path) -> None:
     "torch.save through a temporary file, so an interruption never leaves half a checkpoint."
     tmp = path.with_suffix(".tmp"); torch.save(obj, tmp); os.replace(tmp, path)
 
 # %% ../nbs/04b_train.ipynb #dea2f702
-def _loaders(data: dict, tokenizer, cfg: TrainConfig) -> tuple:
+def make_loaders(data: dict, tokenizer, cfg: TrainConfig) -> tuple:
     "Train and validation loaders from DataFrames (built with `make_loader`) or as given."
     def one(split, train):
         x = data.get(split)
@@ -337,7 +338,7 @@ def _loaders(data: dict, tokenizer, cfg: TrainConfig) -> tuple:
     return one("train", True), one("validation", False)
 
 
-def _seed_loader(loader, seed: int, epoch: int) -> None:
+def seed_loader(loader, seed: int, epoch: int) -> None:
     "Set the loader's shuffling to epoch `epoch` of `seed`, so each epoch's order depends on nothing else."
     for o in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         g = getattr(o, "generator", None)
@@ -386,7 +387,7 @@ class Run:
     def save_last(self) -> None:
         "Write last.pt: everything needed to continue exactly where the run is."
         if self.dir is None: return
-        _save({"weights": trainable_state(self.model), "optimizer": self.opt.state_dict(),
+        save_checkpoint({"weights": trainable_state(self.model), "optimizer": self.opt.state_dict(),
                "scheduler": self.sched.state_dict(), "state": asdict(self.s), "rng": rng_state(),
                "config": asdict(self.cfg)}, self.dir / "last.pt")
 
@@ -415,7 +416,7 @@ def _evaluate(self: Run) -> bool:
     if _improved(m[cfg.metric], s.best_value, cfg.metric):
         s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
         self.best_weights = trainable_state(self.model)
-        if self.dir: _save({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
+        if self.dir: save_checkpoint({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
     else: s.bad += 1
     s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
     if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
@@ -428,9 +429,9 @@ def _batches(self: Run, epoch: int):
     "The training batches still to do in `epoch`, in the same order as an uninterrupted run."
     s = self.s
     if s.batch == 0:  # a fresh epoch: remember the random state its batch order is drawn from
-        s.epoch_rng = rng_state(); _seed_loader(self.train_dl, self.cfg.seed, epoch)
+        s.epoch_rng = rng_state(); seed_loader(self.train_dl, self.cfg.seed, epoch)
         yield from self.train_dl; return
-    now = rng_state(); set_rng_state(s.epoch_rng); _seed_loader(self.train_dl, self.cfg.seed, epoch)
+    now = rng_state(); set_rng_state(s.epoch_rng); seed_loader(self.train_dl, self.cfg.seed, epoch)
     it = iter(self.train_dl)
     for _ in range(s.batch): next(it)  # resuming mid-epoch: replay the order, skip what was done
     set_rng_state(now)
@@ -467,7 +468,7 @@ def _fit(self: Run, progress: bool = True) -> None:
 Run.fit = _fit
 
 # %% ../nbs/04b_train.ipynb #0a4bfa60
-def _open_writer(run: Run):
+def open_writer(run: Run):
     "A TensorBoard SummaryWriter under output_dir/tensorboard (imported only when asked for)."
     try: from torch.utils.tensorboard import SummaryWriter
     except ImportError: raise ImportError("tensorboard=True needs the `tensorboard` package: pip install tensorboard") from None
@@ -485,15 +486,15 @@ def train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped,
          ) -> TrainResult: # curves, best metrics, cost; the model ends with its best weights
     "Fine-tune `model` with AdamW, warm-up and decay, clipping, evaluation, best checkpoint and early stopping."
     cfg = cfg or TrainConfig()
-    if cfg.accelerate:  # the same loop under Accelerate (imported here: ft_kit.distributed imports this module)
-        from .distributed import distributed_train
-        return distributed_train(model, data, cfg, tokenizer, callback, resume, progress, record)
+    if cfg.accelerate: raise ValueError("TrainConfig(accelerate=True) asks for the Accelerate loop: call "
+                                        "ft_kit.distributed.distributed_train with the same arguments (lesson 04c); "
+                                        "train() is the one-process loop")
     if cfg.output_dir: Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    model.to(get_device(cfg.device)); train_dl, val_dl = _loaders(data, tokenizer, cfg)
+    model.to(get_device(cfg.device)); train_dl, val_dl = make_loaders(data, tokenizer, cfg)
     seed_everything(cfg.seed)
     run = Run(model, train_dl, val_dl, cfg, callback)
     if resume: run.resume()
-    if cfg.tensorboard: run.writer = _open_writer(run)
+    if cfg.tensorboard: run.writer = open_writer(run)
     try: run.fit(progress)
     finally:
         if run.writer: run.writer.close()

@@ -42,10 +42,10 @@ print("OK")
 
 def test_causal_lm_cache_is_reused_and_atomic(tmp_path):
     "The converted SmolLM2 folder holds config, weights, tokenizer and the marker; no temp folders are left."
-    from ft_kit.models import _cache_ok, smollm2_cache
+    from ft_kit.models import cache_ok, smollm2_cache
     load_causal_lm(device="cpu")  # converts once per machine (shared cache), else reuses
     folder = smollm2_cache()
-    assert _cache_ok(folder)
+    assert cache_ok(folder)
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "ft_kit_source.json"} <= names, names
     assert "quantization_config" not in (folder / "config.json").read_text()
@@ -54,11 +54,11 @@ def test_causal_lm_cache_is_reused_and_atomic(tmp_path):
 
 def test_cache_dir_follows_env(monkeypatch, tmp_path):
     "FT_KIT_CACHE moves the cache; an empty folder there is not taken for a finished conversion."
-    from ft_kit.models import _cache_ok, smollm2_cache
+    from ft_kit.models import cache_ok, smollm2_cache
     monkeypatch.setenv("FT_KIT_CACHE", str(tmp_path))
     assert smollm2_cache() == tmp_path / "smollm2-135m-instruct"
     smollm2_cache().mkdir()
-    assert not _cache_ok(smollm2_cache())
+    assert not cache_ok(smollm2_cache())
 
 
 def _bert_count(V, P, H, I, L, C):

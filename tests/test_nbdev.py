@@ -1,4 +1,5 @@
 """The notebooks are the source of truth: exporting and cleaning change nothing, and every notebook runs."""
+import ast
 import filecmp
 import json
 import os
@@ -72,10 +73,44 @@ def test_import_without_jupyter():
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS)
-def test_notebook_runs(nb):
-    "Each notebook runs top to bottom under `nbdev_test` (test-mode sizes, `#| slow` cells skipped)."
+@pytest.fixture(scope="session")
+def notebook_runs(tmp_path_factory) -> dict:
+    "Every notebook run in test mode by nbdev's runner, one after another in one fresh process (tests/_nbrun.py)."
+    out = tmp_path_factory.mktemp("notebooks") / "runs.json"
     env = {**os.environ, "IN_TEST": "1", "MPLBACKEND": "Agg"}
-    r = subprocess.run([str(BIN / "nbdev_test"), "--path", f"nbs/{nb}", "--do_print"],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, f"{nb} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "_nbrun.py"), str(out), *NOTEBOOKS], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    return {**(json.loads(out.read_text()) if out.exists() else {}), "runner's stderr": r.stderr[-3000:]}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_notebook_runs(nb, notebook_runs):
+    "Each notebook runs top to bottom under nbdev's test runner (test-mode sizes, `#| slow` cells skipped)."
+    run = notebook_runs.get(nb)
+    assert run is not None, f"{nb} never ran: the runner stopped before it:\n" + notebook_runs["runner's stderr"]
+    assert run["ok"], f"{nb} failed (rerun alone: `IN_TEST=1 nbdev_test --path nbs/{nb}`):\n{run['log']}"
+
+
+def _kit_imports() -> dict:
+    "Module -> {(imported kit module, name)} for every `from .x import name` / `from ft_kit.x import name` in ft_kit/."
+    out = {}
+    for p in (ROOT / "ft_kit").glob("*.py"):
+        if p.stem in ("_modidx", "__init__"): continue
+        out[p.stem] = {(n.module.split(".")[-1], a.name) for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                       if isinstance(n, ast.ImportFrom) and n.module and (n.level == 1 or n.module.startswith("ft_kit."))
+                       for a in n.names}
+    return out
+
+
+def test_no_import_circle_and_no_private_names_across_modules():
+    "The library's modules import each other without a circle (lazy imports count) and never a `_private` name."
+    imports = _kit_imports()
+    private = sorted(f"{m} imports {t}.{n}" for m, pairs in imports.items() for t, n in pairs if n.startswith("_"))
+    assert not private, f"make these public or move them: {private}"
+    graph = {m: {t for t, _ in pairs if t in imports} for m, pairs in imports.items()}
+    def path(a, b, seen=()):  # a chain of imports from a to b, or None
+        for x in sorted(graph[a]):
+            if x == b: return [a, b]
+            if x not in seen and (rest := path(x, b, seen + (x,))): return [a, *rest]
+    circles = {" -> ".join(c) for m in graph for t in graph[m] if (c := path(t, m)) and m in c}
+    assert not circles, f"import circles: {sorted(circles)}"

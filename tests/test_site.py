@@ -92,19 +92,41 @@ def _prose(path: Path) -> str:
                      for c in cells if c["cell_type"] == "markdown").lower()
 
 
+def _loaded(context, urls: list[str], width: int = 4):
+    "Yield (url, tab, its RequestLog) for each url once network-idle, `width` tabs loading at a time (a fresh tab each)."
+    for i in range(0, len(urls), width):
+        group = []
+        for url in urls[i:i + width]:
+            tab = context.new_page()
+            group.append((url, tab, RequestLog(tab)))
+            tab.goto(url, wait_until="commit")
+        for url, tab, log in group:
+            tab.wait_for_load_state("networkidle")
+            yield url, tab, log
+            tab.close()
+
+
 def test_every_page_loads_offline(site, base_url, page):
-    "Each page loads with no failed request, no request to another host, and no widget shown as a text repr."
-    pages, problems = _pages(site), []
+    """Each page loads with no failed request, no request to another host, no widget shown as a text repr, and
+    (lesson pages) as many loaded, non-empty images as its notebook has saved PNG/SVG outputs."""
+    pages, problems, lessons = _pages(site), [], set(_lessons(site))
     assert len(pages) >= 3, pages
-    for rel in pages:  # a fresh tab per page, so that no request of one page is counted on the next
-        tab = page.context.new_page()
-        log = RequestLog(tab)
-        tab.goto(f"{base_url}/{rel}", wait_until="networkidle")
+    for url, tab, log in _loaded(page.context, [f"{base_url}/{rel}" for rel in pages]):
+        rel = url.removeprefix(f"{base_url}/")
         text = "\n".join(tab.locator("div.cell_output").all_inner_texts())  # outputs, not code that builds widgets
         if m := WIDGET_REPR.search(text): problems.append(f"{rel}: widget shown as text: {m.group(0)}...")
         problems += [f"{rel}: failed {u}" for u in log.failed] + [f"{rel}: outside host {u}" for u in log.outside]
-        tab.close()
+        if (stem := rel.removesuffix(".html")) in lessons:
+            want = _count_outputs(stem, "image/png") + _count_outputs(stem, "image/svg+xml")
+            shown = tab.locator("div.cell_output img").count()
+            loaded = tab.evaluate("""() => [...document.querySelectorAll('div.cell_output img')]
+                                     .filter(i => i.complete && i.naturalWidth > 0).length""")
+            if shown < want or loaded < want: problems.append(f"{stem}: {loaded}/{shown} images shown, {want} saved")
     assert not problems, "\n".join(problems[:40])
+    best = max((s for s in lessons if s != "index"), key=lambda s: _count_outputs(s, "image/png"))
+    page.goto(f"{base_url}/{best}.html", wait_until="networkidle")
+    page.locator("div.cell_output img").first.scroll_into_view_if_needed()
+    screenshot(page, "site_lesson")
 
 
 def test_home_page(site, base_url, page):
@@ -118,25 +140,6 @@ def test_home_page(site, base_url, page):
     linked = [s for s in lessons if any(h and h.split("#")[0].endswith(f"{s}.html") for h in hrefs)]
     assert linked == lessons, f"sidebar {labels} / {hrefs} should link every lesson in order: {lessons}"
     screenshot(page, "site_home")
-
-
-def test_lesson_pages_show_their_images(site, base_url, page):
-    "Each lesson page shows (loaded, non-empty) as many images as its notebook has saved PNG/SVG outputs."
-    total = 0
-    for stem in _lessons(site):
-        want = _count_outputs(stem, "image/png") + _count_outputs(stem, "image/svg+xml")
-        if not want: continue
-        page.goto(f"{base_url}/{stem}.html", wait_until="networkidle")
-        imgs = page.locator("div.cell_output img")
-        loaded = page.evaluate("""() => [...document.querySelectorAll('div.cell_output img')]
-                                  .filter(i => i.complete && i.naturalWidth > 0).length""")
-        assert imgs.count() >= want and loaded >= want, f"{stem}: {loaded}/{imgs.count()} images shown, {want} saved"
-        total += want
-    if not total: pytest.skip("no lesson has saved figures yet")
-    best = max((s for s in _lessons(site) if s != "index"), key=lambda s: _count_outputs(s, "image/png"))
-    page.goto(f"{base_url}/{best}.html", wait_until="networkidle")
-    page.locator("div.cell_output img").first.scroll_into_view_if_needed()
-    screenshot(page, "site_lesson")
 
 
 def test_math_is_rendered(site, base_url, page):

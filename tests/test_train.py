@@ -304,3 +304,8 @@ def test_train_seeds_itself_whatever_the_global_rng():
     a = run(1, 0)
     assert run(12345, 0) == a
     assert run(1, 1) != a  # the run's own seed decides dropout
+
+
+def test_train_refuses_the_accelerate_flag_with_directions():
+    "`TrainConfig(accelerate=True)` belongs to ft_kit.distributed: train() says so before touching the model."
+    with pytest.raises(ValueError, match="distributed_train"): train(None, {}, TrainConfig(accelerate=True))
