@@ -3,6 +3,8 @@ without micro-batching, zero errors required. Writes `bench_serve` into the resu
 
 Size: SERVE_N (requests per level, default 96), SERVE_LEVELS (concurrency levels, default "1,4,16"),
 SERVE_MAX_S (time limit per level in seconds, default 60; a level that hits it stops early and says so).
+With 2 or more cores the server and the load generator run pinned to different cores (`split_cores`), so that
+the clients' own work does not slow the server it measures.
 Run: `python -m bench.serve_load` (or from `python -m bench` once hooked in).
 """
 from __future__ import annotations
@@ -24,6 +26,13 @@ N = int(os.environ.get("SERVE_N", 96))  # requests per concurrency level
 LEVELS = [int(x) for x in os.environ.get("SERVE_LEVELS", "1,4,16").split(",")]  # concurrent clients
 MAX_S = float(os.environ.get("SERVE_MAX_S", 60))  # time limit per level
 SERVE = "from ft_kit.cli import main; raise SystemExit(main())"
+
+
+def split_cores(allowed: list[int] | None = None,  # the cores this process may use; default: its affinity
+               ) -> tuple[set, set]:  # (server's cores, load generator's cores): apart when there are 2 or more
+    "The last allowed core for the load generator, the others for the server (one core: both share it)."
+    allowed = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
+    return (set(allowed), set(allowed)) if len(allowed) < 2 else (set(allowed[:-1]), {allowed[-1]})
 
 
 def make_model(folder: Path) -> Path:
@@ -48,12 +57,13 @@ def post(port: int, text: str) -> tuple[int, float]:
     return status, time.perf_counter() - t
 
 
-def start(model_dir: Path, batching: bool) -> tuple[subprocess.Popen, int]:
-    "Start the server (127.0.0.1, a free port) and wait until /health answers."
+def start(model_dir: Path, batching: bool, cores: set) -> tuple[subprocess.Popen, int]:
+    "Start the server (127.0.0.1, a free port) on `cores` and wait until /health answers."
     from ft_kit.serve import free_port
     port = free_port()
     args = [sys.executable, "-c", SERVE, "serve", str(model_dir), "--port", str(port)] + ([] if batching else ["--no-batching"])
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cores))  # pinned before torch picks its threads
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -88,17 +98,20 @@ def main() -> dict:
     from ft_kit.data import load_splits
     from ft_kit.results import save_result
     texts = load_splits()["validation"]["text"].head(N).tolist()
-    res = {}
+    res, mine = {}, os.sched_getaffinity(0)
+    server_cores, client_cores = split_cores()
     with tempfile.TemporaryDirectory() as d:
         model_dir = make_model(Path(d))
         for batching in (False, True):
-            proc, port = start(model_dir, batching)
+            proc, port = start(model_dir, batching, server_cores)
+            os.sched_setaffinity(0, client_cores)
             try:
                 for _ in range(4): post(port, texts[0])  # warm-up
                 res["batching" if batching else "one_by_one"] = [level(port, texts, c) for c in LEVELS]
             finally:
-                proc.terminate(); proc.wait(60)
-    print(f"{N} requests per level, one text each, loopback; server: MiniLM, torch, {os.cpu_count()} CPUs")
+                os.sched_setaffinity(0, mine); proc.terminate(); proc.wait(60)
+    print(f"{N} requests per level, one text each, loopback; server: MiniLM, torch, on {len(server_cores)} of "
+          f"{len(mine)} cores, the clients on {'another' if server_cores != client_cores else 'the same'} core")
     print(f"{'mode':11} {'clients':>7} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
     for mode, rows in res.items():
         for r in rows:
@@ -108,7 +121,8 @@ def main() -> dict:
     top = max(LEVELS)
     gain = next(r for r in res["batching"] if r["clients"] == top)["req_per_s"] / next(r for r in res["one_by_one"] if r["clients"] == top)["req_per_s"]
     print(f"micro-batching at {top} clients: {gain:.2f}x the requests per second of one-by-one; errors: {errors}")
-    path = save_result("bench_serve", {"requests_per_level": N, "levels": LEVELS, "max_s": MAX_S, "backend": "torch"},
+    path = save_result("bench_serve", {"requests_per_level": N, "levels": LEVELS, "max_s": MAX_S, "backend": "torch",
+                                       "server_cores": len(server_cores), "pinned_apart": server_cores != client_cores},
                        {**res, "errors": errors, "batching_gain_at_max_level": gain}, overwrite=True)
     print(f"saved {path.name}")
     if errors: raise SystemExit(f"{errors} request(s) failed")

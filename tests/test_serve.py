@@ -4,6 +4,7 @@ against hundreds of generated requests (hypothesis), 413, 415, the JSON 500 of a
 import asyncio
 import http.client
 import json
+import os
 import re
 import signal
 import subprocess
@@ -465,3 +466,12 @@ def test_model_failure_is_a_json_500_and_serving_goes_on(batching):
         assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
         assert "the model failed on this request (RuntimeError)" in r.json()["error"], r.text
     assert after.status_code == 200 and len(after.json()["predictions"]) == 2, after.text  # the service goes on
+
+
+def test_load_test_pins_server_and_clients_apart():
+    "bench/serve_load.py gives the load generator its own core whenever there are two (one core: they share it)."
+    from bench.serve_load import split_cores
+    assert split_cores([0, 1]) == ({0}, {1}) and split_cores([0, 1, 2, 3]) == ({0, 1, 2}, {3})
+    assert split_cores([5]) == ({5}, {5})
+    server, clients = split_cores()
+    assert server | clients == os.sched_getaffinity(0) and (len(server | clients) < 2 or not server & clients)
