@@ -10,7 +10,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from fastcore.basics import patch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
 from .data import BucketBatchSampler
-from .results import checkpoint_mb
-from .train import (Run, TrainConfig, TrainResult, make_loaders, open_writer, save_checkpoint, seed_loader, load_trainable,
-                          logits_of, record_run, scores_of, seed_everything, trainable_state)
+from .train import (Run, TrainConfig, TrainResult, logits_of, make_loaders, open_writer, scores_of, seed_everything,
+                          seed_loader)
 
 # %% auto #0
 __all__ = ['mixed_precision_for', 'make_accelerator', 'world_info', 'per_process_batch', 'shard_loader',
@@ -114,24 +114,27 @@ def evaluate_gathered(acc: Accelerator, # the run's accelerator
 class AccelerateRun(Run):
     "A `Run` whose model and optimizer are prepared by Accelerate; only the main process writes."
     def __init__(self, acc: Accelerator, model, train_dl, val_dl, cfg: TrainConfig, callback=None, raw_train_dl=None):
-        super().__init__(model, train_dl, val_dl, cfg, None)
-        self.acc, self.net, self.raw_train_dl, self.user_callback = acc, model, raw_train_dl, callback
+        super().__init__(model, train_dl, val_dl, cfg, None)  # self.net: `model`, unwrapped, for checkpoint names
+        self.acc, self.raw_train_dl, self.user_callback = acc, raw_train_dl, callback
         self.callback = self._after_step  # Run.fit calls it after every step and every evaluation
         self.counted = (0, 0)
+
+    @property
+    def is_main(self) -> bool:
+        "Only the main process writes best.pt, last.pt, logs and the record."
+        return self.acc.is_main_process
 
     def wrap(self) -> None:
         "Hand model and optimizer to Accelerate (after a resume, so that checkpoints keep plain names)."
         self.model, self.opt = self.acc.prepare(self.model, self.opt)
         self.counted = (self.s.tokens, self.s.padded)
 
-    def save_last(self) -> None:
-        "last.pt from the main process only, with the unwrapped model's parameter names."
-        if not self.acc.is_main_process: return
-        model = self.model; self.model = self.net
-        try: super().save_last()
-        finally: self.model = model
+    def val_metrics(self) -> dict:
+        "The metrics of the whole validation set, gathered from every process: the same on each."
+        return evaluate_gathered(self.acc, self.net, self.val_dl)
 
 # %% ../nbs/04c_distributed.ipynb #7c088db1
+@patch
 def _after_step(self: AccelerateRun, event: str, history: dict) -> None:
     "Average the last step's loss and sum its tokens over the processes; then the user's callback (main only)."
     s = self.s
@@ -142,41 +145,14 @@ def _after_step(self: AccelerateRun, event: str, history: dict) -> None:
         loss, dt, dp = self.acc.reduce(x, "sum").tolist()
         history["train"][-1]["loss"] = loss / self.acc.num_processes
         s.tokens, s.padded = t0 + int(dt), p0 + int(dp); self.counted = (s.tokens, s.padded)
-    if self.user_callback and self.acc.is_main_process: self.user_callback(event, history)
+    if self.user_callback and self.is_main: self.user_callback(event, history)
 
 
-def _evaluate_acc(self: AccelerateRun) -> bool:
-    "Gathered validation metrics, best weights kept on every process, checkpoints from the main process."
-    s, cfg = self.s, self.cfg
-    last = s.history["eval"][-1]["step"] if s.history["eval"] else 0
-    recent = [r["loss"] for r in s.history["train"] if r["step"] > last]
-    m = evaluate_gathered(self.acc, self.net, self.val_dl)
-    s.history["eval"].append({"step": s.step, "epoch": s.step / len(self.train_dl),
-                                 "train_loss": float(np.mean(recent)) if recent else None, **m})
-    if cfg.metric not in m: raise KeyError(f"metric {cfg.metric!r} is not among {sorted(m)}")
-    if _better(m[cfg.metric], s.best_value, cfg.metric):
-        s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
-        self.best_weights = trainable_state(self.net)
-        if self.dir and self.acc.is_main_process:
-            save_checkpoint({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
-    else: s.bad += 1
-    s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
-    if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
-    self.save_last(); self.callback("eval", s.history)
-    return s.stopped_early
-
-
-def _better(value: float, best: float | None, metric: str) -> bool:
-    "Is `value` strictly better than `best` ('loss' and 'ece': lower is better)?"
-    return best is None or (value < best if metric in ("loss", "ece") else value > best)
-
-
-def _batches_acc(self: AccelerateRun, epoch: int):
+@patch
+def batches(self: AccelerateRun, epoch: int):
     "Run's batches, with the per-process sampler also set to `epoch` (Accelerate wraps it out of Run's reach)."
     if self.raw_train_dl is not None: seed_loader(self.raw_train_dl, self.cfg.seed, epoch)
     yield from Run.batches(self, epoch)
-
-AccelerateRun._after_step, AccelerateRun.evaluate, AccelerateRun.batches = _after_step, _evaluate_acc, _batches_acc
 
 # %% ../nbs/04c_distributed.ipynb #1b7b8a88
 def distributed_train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped, or a kit module
@@ -205,24 +181,21 @@ def distributed_train(model: nn.Module, # a sequence classifier: transformers, p
     try: run.fit(progress and acc.is_main_process)
     finally:
         if run.writer: run.writer.close()
-    return _finish_acc(run, data, record)
+    return run.finish(data, record)
 
 
-def _finish_acc(run: AccelerateRun, data: dict, record: str | None) -> TrainResult:
-    "Best weights back, the slowest process's time, the result; the registry record from the main process."
-    acc, s = run.acc, run.s
+@patch
+def finish(self: AccelerateRun, data: dict, # the run's splits (the record hashes its DataFrames)
+           record: str | None, # save the run to the results registry (main process) under this name
+           **extra, # more fields for the record
+          ) -> TrainResult: # `Run.finish`'s result, the same on every process (result_file only on the main one)
+    "`Run.finish` once every process is done: the slowest one's time, the plain model, the world in the record."
+    acc, s = self.acc, self.s
     acc.wait_for_everyone()  # the main process has finished writing best.pt
     s.elapsed = acc.gather(torch.tensor([s.elapsed], device=acc.device)).max().item()
-    if run.best_weights is not None: load_trainable(run.net, run.best_weights)
-    acc.unwrap_model(run.model, keep_fp32_wrapper=False)  # the caller's model without autocast hooks
-    best_pt = run.dir / "best.pt" if run.dir and (run.dir / "best.pt").exists() else None
-    size = checkpoint_mb(best_pt) if best_pt else sum(t.numel() * t.element_size() for t in trainable_state(run.net).values()) / 2**20
-    res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if run.val_dl is not None else s.step,
-                      steps=s.step, stopped_early=s.stopped_early, train_time_s=s.elapsed, tokens=s.tokens,
-                      padded_tokens=s.padded, checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size)
-    if record and acc.is_main_process:
-        res.result_file = str(record_run(record, run.net, run.cfg, res, data, distributed=world_info(acc)))
-    acc.wait_for_everyone()
+    acc.unwrap_model(self.model, keep_fp32_wrapper=False)  # the caller's model without autocast hooks
+    res = Run.finish(self, data, record, distributed=world_info(acc), **extra)
+    acc.wait_for_everyone()  # the other processes wait for the registry record
     return res
 
 # %% ../nbs/04c_distributed.ipynb #6ff00372

@@ -509,8 +509,8 @@ CALIBRATIONS = {"accuracy": "raw", "calibrated_accuracy": "contextual",  # a rec
 
 
 def icl_table(records: Sequence[dict],  # `prompting_icl_*` records of the full evaluation
-             ) -> pd.DataFrame:  # one row per draw: k, strategy, seed, the 3 accuracies, class shares and biases, demo labels
-    "The random and balanced few-shot draws of the full evaluation, one row per record (NaN where a record lacks a field)."
+             ) -> pd.DataFrame:  # one row per draw: k, strategy, seed, 3 accuracies, class shares, biases, demo labels
+    "The random and balanced few-shot draws of the full evaluation, one row per record (NaN where a field is missing)."
     rows = []
     for r in records:
         c, m = r.get("config") or {}, r.get("metrics") or {}
@@ -527,6 +527,8 @@ def icl_table(records: Sequence[dict],  # `prompting_icl_*` records of the full 
 def draw_spread(table: pd.DataFrame,  # from `icl_table`
                ) -> pd.DataFrame:  # indexed by (calibration, strategy, k): draws, mean, std, min, max, range
     "Mean and spread of the accuracy over demonstration draws, raw and after each calibration."
-    long = table.melt(id_vars=["k", "strategy"], value_vars=list(CALIBRATIONS.values()), var_name="calibration", value_name="acc")
-    out = long.groupby(["calibration", "strategy", "k"], sort=False)["acc"].agg(["count", "mean", "std", "min", "max"])
+    long = table.melt(id_vars=["k", "strategy"], value_vars=list(CALIBRATIONS.values()), var_name="calibration",
+                      value_name="acc")
+    out = long.groupby(["calibration", "strategy", "k"])["acc"].agg(["count", "mean", "std", "min", "max"])
+    out = out.reindex(list(CALIBRATIONS.values()), level="calibration")  # raw first, then the calibrations
     return out.rename(columns={"count": "draws"}).assign(range=lambda d: d["max"] - d["min"])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
@@ -373,8 +374,11 @@ class RunState:
 
 class Run:
     "The state of one training run: model, optimizer, schedule, counters; saved whole in last.pt."
+    is_main = True  # does this process write the files (checkpoints, logs, record)? One process always does
+
     def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, callback=None):
         self.model, self.train_dl, self.val_dl, self.cfg, self.callback = model, train_dl, val_dl, cfg, callback
+        self.net = model  # the caller's model, never a wrapper of it: checkpoints use its parameter names
         self.total = cfg.epochs * len(train_dl)
         self.precision = resolve_precision(cfg.precision, next(model.parameters()).device)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total)
@@ -384,10 +388,14 @@ class Run:
         self.best_weights, self.writer = None, None
         self.dir = Path(cfg.output_dir) if cfg.output_dir else None
 
+    def val_metrics(self) -> dict:
+        "The validation metrics of the model as it is now: `evaluate_model` in this process."
+        return evaluate_model(self.model, self.val_dl, self.precision)
+
     def save_last(self) -> None:
-        "Write last.pt: everything needed to continue exactly where the run is."
-        if self.dir is None: return
-        save_checkpoint({"weights": trainable_state(self.model), "optimizer": self.opt.state_dict(),
+        "Write last.pt (from the main process): everything needed to continue exactly where the run is."
+        if self.dir is None or not self.is_main: return
+        save_checkpoint({"weights": trainable_state(self.net), "optimizer": self.opt.state_dict(),
                "scheduler": self.sched.state_dict(), "state": asdict(self.s), "rng": rng_state(),
                "config": asdict(self.cfg)}, self.dir / "last.pt")
 
@@ -398,25 +406,28 @@ class Run:
         ck = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimizer + RNG states
         changed = [k for k in ("lr", "epochs", "batch_size", "seed") if ck["config"][k] != getattr(self.cfg, k)]
         if changed: raise ValueError(f"{path.name} was saved with other {changed}: use another output_dir or the same config")
-        load_trainable(self.model, ck["weights"]); self.opt.load_state_dict(ck["optimizer"])
+        load_trainable(self.net, ck["weights"]); self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"]); self.s = RunState(**ck["state"]); set_rng_state(ck["rng"])
         if (self.dir / "best.pt").exists(): self.best_weights = torch.load(self.dir / "best.pt")["weights"]
         return True
 
 # %% ../nbs/04b_train.ipynb #8c1203c7
-def _evaluate(self: Run) -> bool:
+@patch
+def validate(self: Run) -> bool:
     "Evaluate on validation, keep the best weights, save checkpoints; True when patience ran out."
     s, cfg = self.s, self.cfg
     last = s.history["eval"][-1]["step"] if s.history["eval"] else 0
     recent = [r["loss"] for r in s.history["train"] if r["step"] > last]
-    m = evaluate_model(self.model, self.val_dl, self.precision)
+    m = self.val_metrics()
     rec = {"step": s.step, "epoch": s.step / len(self.train_dl), "train_loss": float(np.mean(recent)) if recent else None, **m}
     s.history["eval"].append(rec)
     if cfg.metric not in m: raise KeyError(f"metric {cfg.metric!r} is not among {sorted(m)}")
     if _improved(m[cfg.metric], s.best_value, cfg.metric):
         s.best_value, s.best_step, s.best, s.bad = m[cfg.metric], s.step, m, 0
-        self.best_weights = trainable_state(self.model)
-        if self.dir: save_checkpoint({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)}, self.dir / "best.pt")
+        self.best_weights = trainable_state(self.net)
+        if self.dir and self.is_main:  # one process writes best.pt
+            save_checkpoint({"weights": self.best_weights, "step": s.step, "metrics": m, "config": asdict(cfg)},
+                            self.dir / "best.pt")
     else: s.bad += 1
     s.stopped_early = cfg.patience is not None and s.bad >= cfg.patience
     if self.writer: [self.writer.add_scalar(f"validation/{k}", v, s.step) for k, v in m.items() if isinstance(v, (int, float))]
@@ -425,7 +436,8 @@ def _evaluate(self: Run) -> bool:
     return s.stopped_early
 
 
-def _batches(self: Run, epoch: int):
+@patch
+def batches(self: Run, epoch: int):
     "The training batches still to do in `epoch`, in the same order as an uninterrupted run."
     s = self.s
     if s.batch == 0:  # a fresh epoch: remember the random state its batch order is drawn from
@@ -437,10 +449,9 @@ def _batches(self: Run, epoch: int):
     set_rng_state(now)
     yield from it
 
-Run.evaluate, Run.batches = _evaluate, _batches
-
 # %% ../nbs/04b_train.ipynb #385792cf
-def _fit(self: Run, progress: bool = True) -> None:
+@patch
+def fit(self: Run, progress: bool = True) -> None:
     "Train until the last epoch or until early stopping; the state lives in `self.s`."
     s, cfg, dev = self.s, self.cfg, next(self.model.parameters()).device
     bar = tqdm(total=self.total, initial=s.step, disable=not progress, desc="train", dynamic_ncols=True)
@@ -458,14 +469,12 @@ def _fit(self: Run, progress: bool = True) -> None:
             if self.callback: self.callback("step", s.history)
             last = s.step == self.total
             if self.val_dl is not None and cfg.eval_every and (s.step % cfg.eval_every == 0 or last):
-                if self.evaluate(): break
+                if self.validate(): break
         else:  # the epoch ran to its end
             s.epoch += 1; s.batch = 0
-            if self.val_dl is not None and not cfg.eval_every: self.evaluate()
+            if self.val_dl is not None and not cfg.eval_every: self.validate()
             elif self.val_dl is None: self.save_last()
     bar.close(); s.elapsed = time.perf_counter() - t0
-
-Run.fit = _fit
 
 # %% ../nbs/04b_train.ipynb #0a4bfa60
 def open_writer(run: Run):
@@ -498,20 +507,25 @@ def train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped,
     try: run.fit(progress)
     finally:
         if run.writer: run.writer.close()
-    return _finish(run, data, record)
+    return run.finish(data, record)
 
 
-def _finish(run: Run, data: dict, record: str | None) -> TrainResult:
-    "Restore the best weights, measure the checkpoint, and optionally write the registry record."
-    s = run.s
-    if run.best_weights is not None: load_trainable(run.model, run.best_weights)
-    best_pt = run.dir / "best.pt" if run.dir and (run.dir / "best.pt").exists() else None
-    size = checkpoint_mb(best_pt) if best_pt else sum(t.numel() * t.element_size() for t in trainable_state(run.model).values()) / 2**20
-    res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if run.val_dl is not None else s.step,
+@patch
+def finish(self: Run, data: dict, # the run's splits (the record hashes its DataFrames)
+           record: str | None, # save the run to the results registry under this name; None: no record
+           **extra, # more fields for the record, as `record_run` takes them
+          ) -> TrainResult: # what `train` returns
+    "Restore the best weights, measure the checkpoint, and optionally write the registry record (main process)."
+    s = self.s
+    if self.best_weights is not None: load_trainable(self.net, self.best_weights)
+    best_pt = self.dir / "best.pt" if self.dir and (self.dir / "best.pt").exists() else None
+    size = (checkpoint_mb(best_pt) if best_pt else
+            sum(t.numel() * t.element_size() for t in trainable_state(self.net).values()) / 2**20)
+    res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if self.val_dl is not None else s.step,
                       steps=s.step, stopped_early=s.stopped_early, train_time_s=s.elapsed, tokens=s.tokens,
                       padded_tokens=s.padded, checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size,
-                      precision=run.precision)
-    if record: res.result_file = str(record_run(record, run.model, run.cfg, res, data))
+                      precision=self.precision)
+    if record and self.is_main: res.result_file = str(record_run(record, self.net, self.cfg, res, data, **extra))
     return res
 
 

@@ -309,3 +309,28 @@ def test_train_seeds_itself_whatever_the_global_rng():
 def test_train_refuses_the_accelerate_flag_with_directions():
     "`TrainConfig(accelerate=True)` belongs to ft_kit.distributed: train() says so before touching the model."
     with pytest.raises(ValueError, match="distributed_train"): train(None, {}, TrainConfig(accelerate=True))
+
+
+def test_run_hooks_decide_metrics_and_who_writes(tmp_path, monkeypatch):
+    "Run's hooks (AccelerateRun overrides them): `val_metrics` picks best step and early stop; `is_main` who writes."
+    from ft_kit.train import Run
+    class Scripted(Run):
+        def val_metrics(self):  # a fixed sequence of validation losses: best at the 2nd evaluation, then worse
+            return {"loss": [0.5, 0.4, 0.6, 0.7][len(self.s.history["eval"])], "accuracy": 0.5}
+    class Silent(Scripted):
+        is_main = False  # as on a process other than the main one
+    cfg = dict(lr=1e-3, epochs=1, batch_size=8, eval_every=1, patience=2)
+    out = {}
+    for cls in (Scripted, Silent):
+        d, reg = tmp_path / cls.__name__ / "ckpt", tmp_path / cls.__name__ / "results"
+        d.mkdir(parents=True); monkeypatch.setenv("FT_KIT_RESULTS_DIR", str(reg))
+        data = loaders()
+        run = cls(tiny_bert(), data["train"], data["validation"], TrainConfig(**cfg, output_dir=str(d)))
+        run.fit(progress=False)
+        res = run.finish(data, "hooked")
+        assert (res.steps, res.best_step, res.stopped_early, res.best) == (4, 2, True, {"loss": 0.4, "accuracy": 0.5})
+        names = lambda folder: sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+        out[cls] = res, names(d), names(reg)
+    (res, ckpt, recs), (silent, s_ckpt, s_recs) = out[Scripted], out[Silent]
+    assert ckpt == ["best.pt", "last.pt"] and recs == ["hooked.json"] and res.result_file and res.checkpoint
+    assert s_ckpt == [] and s_recs == [] and silent.result_file is None and silent.checkpoint is None
