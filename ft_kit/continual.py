@@ -22,7 +22,7 @@ from .lora import LoRAConfig, apply_lora, lora_state_dict
 from .metrics import accuracy, confusion_matrix
 from .models import load_encoder, mean_pool
 from .peft_methods import fit_logistic
-from .results import describe_split, save_result
+from .results import describe_split, save_result, state_mb
 from .train import TrainConfig, load_trainable, logits_of, predict, to_device, train, trainable_state
 
 # %% auto #0
@@ -225,7 +225,7 @@ def lora_methods(self: Lab) -> list[dict]:  # records seq_lora, adapters (task k
     seq = self.record("seq_lora", "sequential LoRA", before, self.scores(lm), embed(lm, self.probe), t_a + t_seq)
     load_trainable(lm, init); t_b = self.fit(lm, B, c.lora_lr)
     s_b, emb_b, ad_b = self.scores(lm), embed(lm, self.probe), trainable_state(lm)
-    mb = sum(t.numel() * t.element_size() for t in lora_state_dict(lm).values()) / 2**20
+    mb = state_mb(lora_state_dict(lm))
     known = self.record("adapters", "adapter per task (task known)", before, {"A": before["scores"]["A"], "B": s_b["B"]},
                         before["emb"], t_a + t_b)
     E = self.base_emb

@@ -27,13 +27,13 @@ from .models import quiet_transformers, get_device, load_encoder, use_mean_pooli
 from .results import checkpoint_mb
 
 # %% auto #0
-__all__ = ['META_FILE', 'METHODS', 'FORMATS', 'BACKENDS', 'ModelInfo', 'read_info', 'plain_model', 'to_peft', 'prepare_out',
+__all__ = ['META_FILE', 'SAVED_METHODS', 'FORMATS', 'BACKENDS', 'ModelInfo', 'read_info', 'plain_model', 'to_peft', 'prepare_out',
            'save_model', 'load_model', 'merge_adapter', 'quantize_int8', 'export_onnx', 'Classifier', 'torch_runner',
            'onnx_runner', 'load_classifier', 'model_size_mb', 'time_classifier', 'compare_backends']
 
 # %% ../nbs/10_deploy.ipynb #5a806b5e
 META_FILE = "ft_kit.json"  # the kit's note inside a saved model folder
-METHODS = ("full", "head", "lora")  # how a model can have been fine-tuned
+SAVED_METHODS = ("full", "head", "lora")  # how a model can have been fine-tuned
 FORMATS = ("transformers", "peft")  # a plain folder, or a LoRA adapter folder over a base model
 
 
@@ -49,7 +49,7 @@ class ModelInfo:
 
     def __post_init__(self):
         self.labels = tuple(self.labels)
-        if self.method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in SAVED_METHODS: raise ValueError(f"method must be one of {SAVED_METHODS}, got {self.method!r}")
         if self.format not in FORMATS: raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
         if len(self.labels) < 2: raise ValueError(f"a classifier needs at least 2 labels, got {self.labels}")
         if self.pooling not in ("mean", "cls"): raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")

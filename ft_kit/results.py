@@ -24,8 +24,8 @@ import pandas as pd
 # %% auto #0
 __all__ = ['RESULTS_ENV', 'TEST_SUBDIR', 'LESSON_SUBDIR', 'repo_root', 'committed_results_dir', 'resolve_results_dir',
            'search_dirs', 'lesson_results_dir', 'split_hash', 'describe_split', 'environment_info', 'peak_memory_mb',
-           'checkpoint_mb', 'safe_name', 'to_jsonable', 'save_result', 'load_results', 'find_result', 'get_result',
-           'results_table', 'fmt_metric', 'lookup', 'sentence']
+           'checkpoint_mb', 'state_mb', 'safe_name', 'to_jsonable', 'save_result', 'load_results', 'find_result',
+           'get_result', 'results_table', 'fmt_metric', 'lookup', 'sentence']
 
 # %% ../nbs/04a_results.ipynb #c90562eb
 RESULTS_ENV = "FT_KIT_RESULTS_DIR"  # environment variable that overrides the default results folder
@@ -139,6 +139,12 @@ def checkpoint_mb(path: str | Path, # a checkpoint file, or a folder (all files 
     if not p.exists(): raise FileNotFoundError(f"no checkpoint at {p}: save the model first")
     files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
     return sum(f.stat().st_size for f in files) / 2**20
+
+
+def state_mb(state: dict, # a state dict: name -> tensor, e.g. `model.state_dict()` or `trainable_state(model)`
+            ) -> float: # total size of its tensors in MiB
+    "The size of a state dict in memory: elements times bytes per element, summed over its tensors."
+    return sum(t.numel() * t.element_size() for t in state.values()) / 2**20
 
 # %% ../nbs/04a_results.ipynb #9449aa11
 def safe_name(name: str, # a run name such as 'minilm full-ft (lr=2e-5)'

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .data import make_loader
 from .metrics import evaluate
 from .models import count_params, get_device, param_kind
-from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result
+from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result, state_mb
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
@@ -519,8 +519,7 @@ def finish(self: Run, data: dict, # the run's splits (the record hashes its Data
     s = self.s
     if self.best_weights is not None: load_trainable(self.net, self.best_weights)
     best_pt = self.dir / "best.pt" if self.dir and (self.dir / "best.pt").exists() else None
-    size = (checkpoint_mb(best_pt) if best_pt else
-            sum(t.numel() * t.element_size() for t in trainable_state(self.net).values()) / 2**20)
+    size = checkpoint_mb(best_pt) if best_pt else state_mb(trainable_state(self.net))
     res = TrainResult(history=s.history, best=s.best, best_step=s.best_step if self.val_dl is not None else s.step,
                       steps=s.step, stopped_early=s.stopped_early, train_time_s=s.elapsed, tokens=s.tokens,
                       padded_tokens=s.padded, checkpoint=str(best_pt) if best_pt else None, checkpoint_mb=size,

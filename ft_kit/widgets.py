@@ -150,7 +150,7 @@ import dataclasses
 
 from .plots import plot_prompt_predictions
 from .plots import DPI
-from .prompting import PromptSetup, choose_demos, predict
+from .prompting import PromptSetup, choose_demos, predict_prompt
 
 
 def _message_figure(text: str):
@@ -172,7 +172,8 @@ def draw_prompt(model, # a causal LM
                ): # the figure
     "Predictions on a few snippets and the accuracy on `eval_df` for one prompt (an error message if the prompt is bad)."
     try:
-        probs = predict(model, tokenizer, setup, list(eval_df["text"]), choose_demos(pool, k, "balanced", seed) if k else None, calibrate)
+        demos = choose_demos(pool, k, "balanced", seed) if k else None
+        probs = predict_prompt(model, tokenizer, setup, list(eval_df["text"]), demos, calibrate)
     except ValueError as e: return _message_figure(str(e))
     p, y = probs[:, 1].numpy(), eval_df["label"].to_numpy()
     acc = float(((p >= 0.5) == (y == 1)).mean())

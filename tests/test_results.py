@@ -43,6 +43,15 @@ def test_round_trip(tmp_path, split):
     assert "confusion_matrix" not in t.columns
 
 
+def test_state_mb_against_a_hand_count():
+    "A float32 1024x256 tensor is 1024 * 256 * 4 bytes = exactly 1 MiB; the same shape in bf16 is half that."
+    import torch
+    f32, bf16 = torch.zeros(1024, 256), torch.zeros(1024, 256, dtype=torch.bfloat16)
+    assert R.state_mb({"w": f32}) == 1.0 and R.state_mb({"w": bf16}) == 0.5
+    assert R.state_mb({"a": f32, "b": bf16, "bias": torch.zeros(256)}) == 1.5 + 256 * 4 / 2**20
+    assert R.state_mb({}) == 0.0
+
+
 def test_refuses_overwrite(tmp_path, split, monkeypatch):
     monkeypatch.delenv("IN_TEST", raising=False)
     R.save_result("run", {"lr": 1}, {"accuracy": 0.5}, results_dir=tmp_path)
