@@ -6,7 +6,8 @@ size is one row of the experiment layer (`ft_kit.prompting.answer_tune_point`): 
 balanced validation snippets with seed 0, seeds 1 and 2 at the chosen rate, the validity gates, one record per run
 (`prompttune-smollm2-lora-n<size>-lr<rate>-s<seed>`), scored on the 500 balanced test snippets the prompting
 records use. Resumable: a run whose record exists is read back. Sizes and steps without editing the file:
-PT_SIZES ("all"; e.g. "128,512,all"), PT_STEPS (300), PT_BATCH (8), PT_SEEDS ("0,1,2"), PT_EVAL (500).
+PT_SIZES ("all"; e.g. "128,512,all"), PT_STEPS (300), PT_BATCH (8), PT_SEEDS ("0,1,2"), PT_EVAL (500),
+PT_PRECISION ("auto": bf16 autocast where the chip does it fast, as AMX CPUs do; fp32 weights, optimizer and loss).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def main() -> dict:
     from ft_kit.models import load_causal_lm
     from ft_kit.prompting import AnswerTuneConfig, PromptSetup, answer_tune_point, lora_lm
     splits, n_eval = load_splits(), int(_env("PT_EVAL", "500"))
-    cfg = AnswerTuneConfig(steps=int(_env("PT_STEPS", "300")), batch_size=int(_env("PT_BATCH", "8")))
+    cfg = AnswerTuneConfig(steps=int(_env("PT_STEPS", "300")), batch_size=int(_env("PT_BATCH", "8")),
+                           precision=_env("PT_PRECISION", "auto"))
     seeds = tuple(int(s) for s in _env("PT_SEEDS", "0,1,2").split(","))
     def make():
         model, tok = load_causal_lm()

@@ -437,6 +437,7 @@ class AnswerTuneConfig:
     steps: int = 20  # optimiser steps
     batch_size: int = 8  # snippets per step (drawn with both classes, without replacement within a step)
     seed: int = 0  # seed of the batches
+    precision: str = "fp32"  # 'fp32', 'bf16' or 'auto' (ft_kit.train.autocast; fp32 weights, optimizer and loss)
 
 
 def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapter (only trainable parameters move)
@@ -453,7 +454,9 @@ def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapte
         b = sample_balanced(train, min(cfg.batch_size, len(train)), seed=cfg.seed * 100_003 + step)
         batch = answer_batch(tokenizer, [fill(setup.template, t) for t in b["text"]], [setup.words[int(y)] for y in b["label"]])
         batch = {k: v.to(_device(model)) for k, v in batch.items()}
-        loss = answer_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+        with autocast(cfg.precision, _device(model)):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = answer_loss(logits.float(), batch["labels"])  # the loss in fp32 whatever the forward pass used
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
     model.eval()
     return losses
@@ -490,7 +493,8 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
         losses = train_answers(model, tok, setup, data["train"], c)
         secs = time.perf_counter() - t
         with torch.no_grad():
-            val, test = (evaluate_scores(data[k]["label"].tolist(), score_texts(model, tok, setup, list(data[k]["text"])))
+            val, test = (evaluate_scores(data[k]["label"].tolist(), score_texts(model, tok, setup, list(data[k]["text"]),
+                                                                                precision=c.precision))
                          for k in ("validation", "test"))
         failed = failures(val, weight_change(before, model))
         return json.loads(save_result(name, c, val, results_dir=results_dir, overwrite=True, label=label, seed=seed, value=lr,

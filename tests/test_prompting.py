@@ -208,3 +208,19 @@ def test_icl_table_and_draw_spread_by_hand():
     assert raw["draws"] == 3 and np.isclose(raw["mean"], np.mean(accs)) and np.isclose(raw["std"], np.std(accs, ddof=1))
     assert np.isclose(raw["range"], 0.35) and np.isclose(s.loc[("contextual", "random", 8), "range"], 0.2)
     assert s.loc[("batch (prior)", "random", 8), "range"] == 0 and s.loc[("raw", "balanced", 1), "draws"] == 1
+
+
+def test_train_answers_in_bf16_keeps_fp32_weights_and_loss(lm):
+    "bf16 autocast changes the forward pass only: the same first loss to bf16 precision, fp32 adapter, fp32 losses."
+    import pandas as pd
+    from ft_kit import prompting as pr
+    _, tok = lm
+    rows = pd.DataFrame({"text": TEXTS + DEMOS_T, "label": [1, 0, 0, 1] + DEMOS_Y})
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = pr.lora_lm(_tiny_llama(len(tok), tok.pad_token_id))
+        losses[precision] = pr.train_answers(model, tok, pr.PromptSetup(), rows,
+                                             pr.AnswerTuneConfig(steps=2, batch_size=4, lr=1e-3, precision=precision))
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert losses["fp32"] != losses["bf16"]  # autocast really ran
+    np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=2e-2)
