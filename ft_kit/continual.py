@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from .data import load_splits, load_tweets, make_loader, sample_balanced, tweet_splits
 from .lora import LoRAConfig, apply_lora, lora_state_dict
 from .metrics import accuracy, confusion_matrix
-from .models import load_encoder, mean_pool
+from .models import load_encoder, sentence_vectors
 from .peft_methods import fit_logistic
 from .results import describe_split, save_result, state_mb
 from .train import TrainConfig, load_trainable, logits_of, predict, to_device, train, trainable_state
@@ -67,8 +67,7 @@ def embed(model: nn.Module,  # a transformers classifier (its `base_model` is th
     model.eval(); out = []
     for b in loader:
         b = to_device(b, dev)
-        h = model.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state  # (B, T, H)
-        out.append(mean_pool(h, b["attention_mask"]).float().cpu())
+        out.append(sentence_vectors(model.base_model, b["input_ids"], b["attention_mask"]).float().cpu())
     model.train(was)
     return torch.cat(out)
 

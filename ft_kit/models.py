@@ -29,8 +29,8 @@ except ImportError: fcntl = None
 __all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
            'ModelNotFoundError', 'packaged_file', 'quiet_transformers', 'resolve_model', 'checkpoint_pooling',
            'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block',
-           'params_per_block', 'mean_pool', 'cache_dir', 'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm',
-           'top_next_tokens']
+           'params_per_block', 'mean_pool', 'sentence_vectors', 'cache_dir', 'smollm2_cache', 'cache_ok',
+           'convert_gguf', 'load_causal_lm', 'top_next_tokens']
 
 # %% ../nbs/02_models.ipynb #b638e6ae
 def get_device(device: str | torch.device | None = None,  # a device to use as is; None picks CUDA when present, else CPU
@@ -209,6 +209,14 @@ def mean_pool(last_hidden_state: Tensor,  # token vectors, (B, T, H)
                          f"{tuple(last_hidden_state.shape)} and {tuple(attention_mask.shape)}")
     mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
     return (last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def sentence_vectors(encoder: nn.Module,  # an encoder returning `last_hidden_state`, e.g. a classifier's `base_model`
+                     input_ids: Tensor,  # token ids, (B, T)
+                     attention_mask: Tensor,  # 1 for real tokens, 0 for padding, (B, T)
+                    ) -> Tensor:  # (B, H) sentence vectors
+    "The kit's one sentence embedding: the encoder's last hidden states, mean-pooled over the real tokens."
+    return mean_pool(encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
 
 # %% ../nbs/02_models.ipynb #9b2a2d05
 def cache_dir() -> Path:  # the folder where converted models are kept

@@ -29,7 +29,7 @@ from .experiment import (HEAD_LR, Budget, aggregate, budget_data, cached_bottom,
                                run_name, search, total_steps, train_config, weight_change)
 from .lora import LoRAConfig, apply_lora, lora_param_count
 from .metrics import evaluate
-from .models import count_params, load_encoder, mean_pool, param_block, param_kind
+from .models import count_params, load_encoder, param_block, param_kind, sentence_vectors
 from .results import checkpoint_mb, find_result, load_results, save_result, split_hash, to_jsonable
 from .train import TrainConfig, TrainResult, autocast, evaluate_model, record_run, train, trainable_state
 
@@ -123,7 +123,7 @@ class MeanPoolProbe(nn.Module):
     @torch.no_grad()
     def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # (B, H) mean-pooled token vectors
         "The frozen encoder's mean-pooled embedding of each row."
-        return mean_pool(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
+        return sentence_vectors(self.encoder, input_ids, attention_mask)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # (B, C) logits
         return self.classifier(self.embed(input_ids, attention_mask))

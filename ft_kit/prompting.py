@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .data import sample_balanced
 from .experiment import failures, run_name, search, weight_change
 from .metrics import evaluate
-from .models import mean_pool
+from .models import sentence_vectors
 from .results import find_result, save_result
 from .train import autocast, trainable_state
 
@@ -226,8 +226,8 @@ def embed_texts(encoder: nn.Module,  # an encoder, e.g. from `load_encoder` (its
     out = []
     for b in range(0, len(texts), batch_size):
         x = tokenizer(list(texts[b:b + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt").to(_device(encoder))
-        h = encoder.base_model(**x).last_hidden_state  # (B, T, H)
-        out.append(torch.nn.functional.normalize(mean_pool(h, x["attention_mask"]), dim=-1).cpu())
+        v = sentence_vectors(encoder.base_model, x["input_ids"], x["attention_mask"])  # (B, H)
+        out.append(torch.nn.functional.normalize(v, dim=-1).cpu())
     return torch.cat(out)
 
 

