@@ -11,9 +11,9 @@ import pandas as pd
 from IPython.display import display
 
 # %% auto #0
-__all__ = ['figure_output', 'draw_threshold', 'threshold_widget', 'token_length_widget', 'bce_explorer', 'softmax_explorer',
-           'smoothing_explorer', 'training_monitor', 'draw_prompt', 'prompt_playground', 'lora_rank_widget',
-           'method_picker', 'forgetting_tradeoff_widget', 'continual_method_picker']
+__all__ = ['figure_output', 'live', 'draw_threshold', 'threshold_widget', 'token_length_widget', 'bce_explorer',
+           'softmax_explorer', 'smoothing_explorer', 'training_monitor', 'draw_prompt', 'prompt_playground',
+           'lora_rank_widget', 'method_picker', 'forgetting_tradeoff_widget', 'continual_method_picker']
 
 # %% ../nbs/81_widgets.ipynb #cc82abb9
 def figure_output(draw,  # a function of the controls' values that returns a matplotlib figure
@@ -27,6 +27,18 @@ def figure_output(draw,  # a function of the controls' values that returns a mat
             display(fig)
         plt.close(fig)
     return out, redraw
+
+
+def live(controls: dict,  # name -> control; `draw` gets each control's value under that name
+         draw,  # (**values) -> a matplotlib figure; it may also set other widgets (a line of text)
+         rows: list | None = None,  # what sits above the figure; default: the controls side by side
+        ) -> W.VBox:  # the rows and the figure, drawn now and again whenever a control changes
+    "Controls over a figure that `draw` redraws on every change: the one pattern of every widget of the kit."
+    out, redraw = figure_output(draw)
+    update = lambda *_: redraw(**{name: c.value for name, c in controls.items()})
+    for c in controls.values(): c.observe(update, "value")
+    update()
+    return W.VBox([*(rows if rows is not None else [W.HBox(list(controls.values()))]), out])
 
 # %% ../nbs/81_widgets.ipynb #bbcb6f8f
 import numpy as np
@@ -60,11 +72,8 @@ def threshold_widget(labels, # true classes 0/1
     "Sliders for the decision threshold and the calibration bins, redrawing `draw_threshold`."
     t = W.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="threshold", continuous_update=False)
     b = W.IntSlider(value=10, min=2, max=20, description="bins", continuous_update=False)
-    out, redraw = figure_output(lambda threshold, n_bins: draw_threshold(labels, p_pos, threshold, n_bins, class_names))
-    update = lambda *_: redraw(threshold=t.value, n_bins=b.value)
-    t.observe(update, "value"); b.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([t, b]), out])
+    return live({"threshold": t, "n_bins": b},
+                lambda threshold, n_bins: draw_threshold(labels, p_pos, threshold, n_bins, class_names))
 
 # %% ../nbs/81_widgets.ipynb #1bd99429
 import numpy as np
@@ -83,10 +92,7 @@ def token_length_widget(lengths, # tokens per text
         note.value = (f"{np.mean(lengths > max_length):.2%} of {len(lengths):,} texts are longer than "
                       f"{max_length} tokens and would be truncated")
         return plot_token_lengths(lengths, max_length=max_length)
-    out, redraw = figure_output(draw)
-    slider.observe(lambda change: redraw(max_length=change["new"]), names="value")
-    redraw(max_length=max_length)
-    return W.VBox([slider, note, out])
+    return live({"max_length": slider}, draw, rows=[slider, note])
 
 # %% ../nbs/81_widgets.ipynb #1f19de2d
 from .plots import plot_bce_curve, plot_smoothing, plot_softmax_grad
@@ -98,11 +104,7 @@ def bce_explorer(p: float = 0.3,  # the initial predicted probability
     "A probability slider and a label toggle redrawing the BCE curve, the current point and its gradient."
     ps = W.FloatSlider(value=p, min=0.01, max=0.99, step=0.01, description="p", continuous_update=False)
     ys = W.ToggleButtons(options=[0, 1], value=y, description="label y")
-    out, redraw = figure_output(lambda p, y: plot_bce_curve(p, y))
-    update = lambda *_: redraw(p=ps.value, y=ys.value)
-    ps.observe(update, "value"); ys.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([ps, ys]), out])
+    return live({"p": ps, "y": ys}, plot_bce_curve)
 
 # %% ../nbs/81_widgets.ipynb #f54389cb
 def softmax_explorer(logits: tuple = (2.0, 0.5, -1.0),  # the initial three logits
@@ -112,11 +114,9 @@ def softmax_explorer(logits: tuple = (2.0, 0.5, -1.0),  # the initial three logi
     zs = [W.FloatSlider(value=v, min=-5, max=5, step=0.1, description=f"z{k}", continuous_update=False)
           for k, v in enumerate(logits)]
     ts = W.Dropdown(options=[(f"class {k}", k) for k in range(3)], value=target, description="true class")
-    out, redraw = figure_output(lambda z, t: plot_softmax_grad(z, t))
-    update = lambda *_: redraw(z=[s.value for s in zs], t=ts.value)
-    for c in zs + [ts]: c.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([W.VBox(zs), ts]), out])
+    controls = {**{f"z{k}": s for k, s in enumerate(zs)}, "t": ts}
+    return live(controls, lambda t, **z: plot_softmax_grad([z[f"z{k}"] for k in range(len(zs))], t),
+                rows=[W.HBox([W.VBox(zs), ts])])
 
 # %% ../nbs/81_widgets.ipynb #673c2398
 def smoothing_explorer(logits: tuple = (2.0, 1.0, 0.2, -0.5, -1.0),  # fixed logits of one example
@@ -125,11 +125,7 @@ def smoothing_explorer(logits: tuple = (2.0, 1.0, 0.2, -0.5, -1.0),  # fixed log
     "Temperature and label-smoothing sliders redrawing the target and predicted distributions and the loss."
     T = W.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, description="temperature", continuous_update=False)
     e = W.FloatSlider(value=0.1, min=0.0, max=0.5, step=0.01, description="smoothing", continuous_update=False)
-    out, redraw = figure_output(lambda T, eps: plot_smoothing(logits, target, T, eps))
-    update = lambda *_: redraw(T=T.value, eps=e.value)
-    T.observe(update, "value"); e.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([T, e]), out])
+    return live({"T": T, "eps": e}, lambda T, eps: plot_smoothing(logits, target, T, eps))
 
 # %% ../nbs/81_widgets.ipynb #e21d595d
 from .plots import plot_training_curves
@@ -192,18 +188,13 @@ def prompt_playground(model, # a causal LM
     box = W.Textarea(value=setup.template, description="template", layout=W.Layout(width="420px", height="60px"))
     k = W.IntSlider(value=0, min=0, max=8, description="k", continuous_update=False)
     shuffle, cal = W.Button(description="reshuffle"), W.Checkbox(value=False, description="calibrate")
-    state = {"seed": 0}
-    def draw(template, k, calibrate):
+    seed = W.IntText(value=0, layout=W.Layout(display="none"))  # the draw of the demonstrations: the button moves it
+    def draw(template, k, calibrate, seed):
         try: s = dataclasses.replace(setup, template=template)
         except ValueError as e: return _message_figure(str(e))
-        return draw_prompt(model, tokenizer, s, pool, eval_df, k, state["seed"], calibrate)
-    out, redraw = figure_output(draw)
-    update = lambda *_: redraw(template=box.value, k=k.value, calibrate=cal.value)
-    def reshuffle(_): state["seed"] += 1; update()
-    for c in (box, k, cal): c.observe(update, "value")
-    shuffle.on_click(reshuffle)
-    update()
-    return W.VBox([box, W.HBox([k, shuffle, cal]), out])
+        return draw_prompt(model, tokenizer, s, pool, eval_df, k, seed, calibrate)
+    shuffle.on_click(lambda _: setattr(seed, "value", seed.value + 1))
+    return live({"template": box, "k": k, "calibrate": cal, "seed": seed}, draw, rows=[box, W.HBox([k, shuffle, cal])])
 
 # %% ../nbs/81_widgets.ipynb #be1852d3
 from .peft_methods import lora_rank_summary, show_table
@@ -225,11 +216,7 @@ def lora_rank_widget(model,  # the base encoder classifier (no adapter), e.g. th
         note = (f"r={r}, alpha={alpha}: scale {s['scaling']:.3g}; {s['trainable']:,} trainable ({s['adapter']:,} adapter "
                 f"+ {s['head']:,} head), {s['adapter_mb']:.2f} MB\nmeasured test accuracy: {acc}")
         return plot_lora_rank(list(ranks), counts, r, note)
-    out, redraw = figure_output(draw)
-    update = lambda *_: redraw(r=r.value, alpha=alpha.value)
-    for w in (r, alpha): w.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([r, alpha]), out])
+    return live({"r": r, "alpha": alpha}, draw)
 
 
 def method_picker(table,  # `ft_kit.peft_methods.protocol_table(...)`
@@ -239,6 +226,7 @@ def method_picker(table,  # `ft_kit.peft_methods.protocol_table(...)`
     dd = W.Dropdown(options=list(table.index), description="method")
     row = W.HTML()
     def draw(label):
+        row.value = show_table(table.loc[[label]]).to_html()
         chosen = table.loc[label].get("chosen") if "chosen" in table.columns else None
         runs = [x for x in records if x.get("label") == label and not x.get("name", "").endswith("-search")]
         at = [x for x in runs if chosen is None or pd.isna(chosen) or x.get("value") == chosen] or runs  # the chosen rate's runs
@@ -249,13 +237,7 @@ def method_picker(table,  # `ft_kit.peft_methods.protocol_table(...)`
         blocks = rec.get("blocks") or {}
         plot_block_shares({b: t / n if n else 0.0 for b, (t, n) in blocks.items()}, label, ax=axes[1])
         return fig
-    out, redraw = figure_output(draw)
-    def update(*_):
-        row.value = show_table(table.loc[[dd.value]]).to_html()
-        redraw(label=dd.value)
-    dd.observe(update, "value")
-    update()
-    return W.VBox([dd, row, out])
+    return live({"label": dd}, draw, rows=[dd, row])
 
 # %% ../nbs/81_widgets.ipynb #c0baf680
 from .continual import lab_table, sweep_table
@@ -277,16 +259,11 @@ def forgetting_tradeoff_widget(records: list,  # records of the lab (lesson 09) 
     lam = W.SelectionSlider(options=[(f"{x:g}", x) for x in ewc["x"]], description="EWC λ", continuous_update=False)
     line = W.HTML()
     def draw(f, l):
+        line.value = "<br>".join([_sweep_line(rep, f, "replay"), _sweep_line(ewc, l, "EWC λ")])
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 3), dpi=DPI)
         plot_tradeoff(rep, "replay fraction", mark=f, ax=axes[0]); plot_tradeoff(ewc, "EWC strength λ", log=True, mark=l, ax=axes[1])
         return fig
-    out, redraw = figure_output(draw)
-    def update(*_):
-        line.value = "<br>".join([_sweep_line(rep, fr.value, "replay"), _sweep_line(ewc, lam.value, "EWC λ")])
-        redraw(f=fr.value, l=lam.value)
-    for w in (fr, lam): w.observe(update, "value")
-    update()
-    return W.VBox([W.HBox([fr, lam]), line, out])
+    return live({"f": fr, "l": lam}, draw, rows=[W.HBox([fr, lam]), line])
 
 
 def continual_method_picker(records: list,  # records of the lab (lesson 09) or `load_results("continual_*")`
@@ -295,13 +272,9 @@ def continual_method_picker(records: list,  # records of the lab (lesson 09) or 
     table = lab_table(records)
     dd = W.Dropdown(options=[(m, n) for n, m in table["method"].items()], description="method")
     line = W.HTML()
-    out, redraw = figure_output(lambda name: plot_accuracy_matrix(
-        next(r["metrics"]["matrix"] for r in records if r["name"] == name), table.loc[name, "method"]))
-    def update(*_):
-        r = table.loc[dd.value]
+    def draw(name):
+        r = table.loc[name]
         line.value = (f"forgetting {100 * r['forgetting']:.1f} pts; encoder drift on A: cosine {r['drift (cosine)']:.3f}, "
                       f"predictions KL {r['drift (KL)']:.3f} nats")
-        redraw(name=dd.value)
-    dd.observe(update, "value")
-    update()
-    return W.VBox([dd, line, out])
+        return plot_accuracy_matrix(next(x["metrics"]["matrix"] for x in records if x["name"] == name), r["method"])
+    return live({"name": dd}, draw, rows=[dd, line])
