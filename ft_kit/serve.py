@@ -23,6 +23,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastcore.basics import patch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .deploy import Classifier, load_classifier
@@ -159,6 +160,7 @@ class Batcher:
         return await fut
 
 # %% ../nbs/10a_serve.ipynb #1f0e667b
+@patch
 def _take(self: Batcher, first: tuple) -> list:
     "`first` and the requests waiting behind it, as many as fit in `max_batch` texts (the next one is held back)."
     items, n = [first], len(first[0])
@@ -169,6 +171,7 @@ def _take(self: Batcher, first: tuple) -> list:
     return items
 
 
+@patch
 async def _loop(self: Batcher) -> None:
     "Forever: wait for a request, take the others waiting, run all their texts in one call, share out the results."
     while True:
@@ -184,8 +187,6 @@ async def _loop(self: Batcher) -> None:
         for texts, f in items:
             if not f.done(): f.set_result(preds[i:i + len(texts)])
             i += len(texts)
-
-Batcher._take, Batcher._loop = _take, _loop
 
 # %% ../nbs/10a_serve.ipynb #b2f6d8e1
 class ServiceError(Exception):
@@ -254,6 +255,7 @@ class BodyLimit:
         await self.app(scope, _replay(body, receive), send)
 
 # %% ../nbs/10a_serve.ipynb #c4a9e7f4
+@patch
 async def _refuse(self: BodyLimit, receive, send,
                   drain: bool,  # whether the client is still sending a body of at most `drain_bytes`
                  ) -> None:
@@ -267,8 +269,6 @@ async def _refuse(self: BodyLimit, receive, send,
         dropped += len(msg.get("body", b""))
         drain = msg["type"] == "http.request" and msg.get("more_body", False)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-BodyLimit._refuse = _refuse
 
 # %% ../nbs/10a_serve.ipynb #d6b1f5a8
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a \u escape of a UTF-16 surrogate, paired or not
