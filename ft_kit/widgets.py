@@ -5,10 +5,21 @@
 # %% ../nbs/81_widgets.ipynb #682eaa4e
 from __future__ import annotations
 
+import dataclasses
+
 import ipywidgets as W
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from IPython.display import display
+
+from .continual import lab_table, sweep_table
+from .metrics import confusion_matrix, precision_recall_f1, reliability_bins
+from .peft_methods import lora_rank_summary, show_table
+from .plots import (DPI, plot_accuracy_matrix, plot_bce_curve, plot_block_shares, plot_confusion_matrix, plot_lora_rank,
+                          plot_prompt_predictions, plot_reliability, plot_smoothing, plot_softmax_grad, plot_token_lengths,
+                          plot_tradeoff, plot_training_curves)
+from .prompting import PromptSetup, choose_demos, predict_prompt
 
 # %% auto #0
 __all__ = ['figure_output', 'live', 'draw_threshold', 'threshold_widget', 'token_length_widget', 'bce_explorer',
@@ -41,12 +52,6 @@ def live(controls: dict,  # name -> control; `draw` gets each control's value un
     return W.VBox([*(rows if rows is not None else [W.HBox(list(controls.values()))]), out])
 
 # %% ../nbs/81_widgets.ipynb #bbcb6f8f
-import numpy as np
-
-from .metrics import confusion_matrix, precision_recall_f1, reliability_bins
-from .plots import DPI, plot_confusion_matrix, plot_reliability
-
-
 def draw_threshold(labels, # true classes 0/1
                    p_pos, # P(class 1) per example
                    threshold: float = 0.5, # predict class 1 when p_pos >= threshold
@@ -76,11 +81,6 @@ def threshold_widget(labels, # true classes 0/1
                 lambda threshold, n_bins: draw_threshold(labels, p_pos, threshold, n_bins, class_names))
 
 # %% ../nbs/81_widgets.ipynb #1bd99429
-import numpy as np
-
-from .plots import plot_token_lengths
-
-
 def token_length_widget(lengths, # tokens per text
                         max_length: int = 64, # the slider's first value
                        ) -> W.VBox: # the slider, a line of text and the histogram
@@ -95,9 +95,6 @@ def token_length_widget(lengths, # tokens per text
     return live({"max_length": slider}, draw, rows=[slider, note])
 
 # %% ../nbs/81_widgets.ipynb #1f19de2d
-from .plots import plot_bce_curve, plot_smoothing, plot_softmax_grad
-
-
 def bce_explorer(p: float = 0.3,  # the initial predicted probability
                  y: int = 1,  # the initial label
                 ) -> W.VBox:  # a probability slider, a label toggle and the live figure
@@ -128,9 +125,6 @@ def smoothing_explorer(logits: tuple = (2.0, 1.0, 0.2, -0.5, -1.0),  # fixed log
     return live({"T": T, "eps": e}, lambda T, eps: plot_smoothing(logits, target, T, eps))
 
 # %% ../nbs/81_widgets.ipynb #e21d595d
-from .plots import plot_training_curves
-
-
 def training_monitor(metric: str = "accuracy", # validation metric on the right axis
                      every: int = 0, # also redraw every this many steps (0: only after evaluations)
                     ) -> tuple[W.Output, callable]: # the output area to display and the callback for `train`
@@ -142,13 +136,6 @@ def training_monitor(metric: str = "accuracy", # validation metric on the right 
     return out, callback
 
 # %% ../nbs/81_widgets.ipynb #e68bcb75
-import dataclasses
-
-from .plots import plot_prompt_predictions
-from .plots import DPI
-from .prompting import PromptSetup, choose_demos, predict_prompt
-
-
 def _message_figure(text: str):
     "A small figure that shows an error message instead of a plot."
     fig, ax = plt.subplots(figsize=(6, 1.2), dpi=DPI); ax.axis("off")
@@ -197,10 +184,6 @@ def prompt_playground(model, # a causal LM
     return live({"template": box, "k": k, "calibrate": cal, "seed": seed}, draw, rows=[box, W.HBox([k, shuffle, cal])])
 
 # %% ../nbs/81_widgets.ipynb #be1852d3
-from .peft_methods import lora_rank_summary, show_table
-from .plots import plot_block_shares, plot_lora_rank, plot_training_curves
-
-
 def lora_rank_widget(model,  # the base encoder classifier (no adapter), e.g. the packaged MiniLM
                      records: list,  # registry records, e.g. `load_results('peft-*')`
                      ranks: tuple = (1, 2, 4, 8, 16, 32, 64),  # the slider's ranks
@@ -240,10 +223,6 @@ def method_picker(table,  # `ft_kit.peft_methods.protocol_table(...)`
     return live({"label": dd}, draw, rows=[dd, row])
 
 # %% ../nbs/81_widgets.ipynb #c0baf680
-from .continual import lab_table, sweep_table
-from .plots import DPI, plot_accuracy_matrix, plot_tradeoff
-
-
 def _sweep_line(sweep, x: float, what: str) -> str:
     "One sentence on the sweep point nearest to `x`."
     r = sweep.loc[(sweep["x"] - x).abs().idxmin()]
