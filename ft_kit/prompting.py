@@ -524,6 +524,7 @@ def icl_table(records: Sequence[dict],  # `prompting_icl_*` records of the full 
                      **{name: m.get(key) for key, name in CALIBRATIONS.items()}, "pos_share": m["pred_share"][1],
                      "pos_share_contextual": (m.get("calibrated_pred_share") or [None, None])[1],
                      "cf_pos_prob": m.get("cf_pos_share"), "mean_pos_prob": m.get("mean_pos_prob"),
+                     "collapsed": bool(m.get("collapsed")),  # one class for over 95% of the snippets (raw)
                      "first_label": labels[0], "last_label": r.get("last_label")})
     return pd.DataFrame(rows)
 
