@@ -7,7 +7,8 @@ balanced validation snippets with seed 0, seeds 1 and 2 at the chosen rate, the 
 (`prompttune-smollm2-lora-n<size>-lr<rate>-s<seed>`), scored on the 500 balanced test snippets the prompting
 records use. Resumable: a run whose record exists is read back. Sizes and steps without editing the file:
 PT_SIZES ("all"; e.g. "128,512,all"), PT_STEPS (300), PT_BATCH (8), PT_SEEDS ("0,1,2"), PT_EVAL (500),
-PT_PRECISION ("auto": bf16 autocast where the chip does it fast, as AMX CPUs do; fp32 weights, optimizer and loss).
+PT_PRECISION ("auto": bf16 autocast where the chip does it fast, as AMX CPUs do; fp32 weights, optimizer and loss),
+PT_GRID (the learning rates searched first, default "3e-5,1e-4,3e-4,1e-3"), PT_WIDEN (extra rates beyond an edge, 2).
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def main() -> dict:
         data = {"train": train, "validation": sample_balanced(splits["validation"], n_eval, seed=0),
                 "test": sample_balanced(splits["test"], n_eval, seed=0)}
         t = time.perf_counter()
-        rec = answer_tune_point(f"smollm2-lora-n{size}", make, PromptSetup(), data, seeds=seeds, cfg=cfg)
+        grid = tuple(float(v) for v in _env("PT_GRID", "3e-5,1e-4,3e-4,1e-3").split(","))
+        rec = answer_tune_point(f"smollm2-lora-n{size}", make, PromptSetup(), data, grid=grid, seeds=seeds,
+                                widen=int(_env("PT_WIDEN", "2")), cfg=cfg)
         out[size] = rec
         tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
         print(f"n={size}: {time.perf_counter() - t:.0f} s, chosen {rec['chosen']} [{tried}] {rec['reason']}", flush=True)

@@ -479,6 +479,7 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
                       data: dict,  # 'train', 'validation', 'test' frames (text, label)
                       grid: tuple = (3e-5, 1e-4, 3e-4, 1e-3),  # learning rates searched on validation
                       seeds: tuple = (0, 1, 2),  # the first searches; the others run at the chosen rate
+                      widen: int = 2,  # grid points the search may add beyond an edge where the best rate sits
                       cfg: AnswerTuneConfig = AnswerTuneConfig(),  # steps and batch size (its lr and seed are set per run)
                       prefix: str = "prompttune",  # records are named <prefix>-<label>-lr<rate>-s<seed>
                       results_dir=None,  # default: see `ft_kit.results.resolve_results_dir`
@@ -501,9 +502,10 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
                                       valid=not failed, failed=failed, test=test, train_time_s=secs, losses=losses,
                                       params={"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
                                       ).read_text())
-    out = search(run, grid, seeds)
+    out = search(run, grid, seeds, widen=widen)
     why = "" if out["chosen"] is not None else "every value tried failed: " + "; ".join(sorted({f for *_, fs in out["tried"] for f in fs}))
-    path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method="answer_tune", grid=list(grid), chosen=out["chosen"],
+    path = save_result(f"{prefix}-{label}-search", {}, {}, label=label, method="answer_tune", grid=list(grid),
+                       widen=widen, chosen=out["chosen"],
                        tried=out["tried"], reason=why, protocol=asdict(cfg), results_dir=results_dir, overwrite=True)
     return json.loads(path.read_text())
 
