@@ -202,6 +202,7 @@ def test_sentence_vectors_are_the_one_embedding_of_probe_continual_and_prompting
         alone = torch.cat([model.base_model(**tok([t], return_tensors="pt")).last_hidden_state.mean(1) for t in texts])
     torch.testing.assert_close(got, alone, atol=1e-5, rtol=1e-5)  # padding changes nothing
     torch.testing.assert_close(MeanPoolProbe(model).embed(x["input_ids"], x["attention_mask"]), got)
-    torch.testing.assert_close(embed_texts(model, tok, texts), torch.nn.functional.normalize(alone, dim=-1), atol=1e-5, rtol=1e-5)
+    unit = torch.nn.functional.normalize(alone, dim=-1)
+    torch.testing.assert_close(embed_texts(model, tok, texts), unit, atol=1e-5, rtol=1e-5)
     loader = make_loader(pd.DataFrame({"text": texts, "label": [1, 0, 1]}), tok, batch_size=2, shuffle=False)
     torch.testing.assert_close(embed(model, loader), alone, atol=1e-5, rtol=1e-5)

@@ -192,7 +192,8 @@ def test_answer_tune_point_searches_gates_and_resumes(lm, tmp_path, monkeypatch)
 def _icl_record(k, how, seed, acc, cal, prior, pos, labels):
     "A made-up `prompting_icl_*` record with the fields the full evaluation writes."
     return {"config": {"k": k, "strategy": how, "seed": seed}, "last_label": labels[-1], "demo_labels": labels,
-            "metrics": {"accuracy": acc, "calibrated_accuracy": cal, "prior_corrected_accuracy": prior, "pred_share": [1 - pos, pos]}}
+            "metrics": {"accuracy": acc, "calibrated_accuracy": cal, "prior_corrected_accuracy": prior,
+                        "pred_share": [1 - pos, pos]}}
 
 
 def test_icl_table_and_draw_spread_by_hand():
@@ -200,7 +201,8 @@ def test_icl_table_and_draw_spread_by_hand():
     from ft_kit.prompting import draw_spread, icl_table
     accs = [0.6, 0.7, 0.95]
     recs = [_icl_record(8, "random", s, a, 0.5 + s / 10, 0.8, 0.4, [0, 1]) for s, a in enumerate(accs)]
-    recs += [_icl_record(1, "balanced", 0, 0.9, 0.9, 0.9, 0.7, [1]), {"config": {"k": 2, "strategy": "similar"}, "metrics": {}}]
+    recs += [_icl_record(1, "balanced", 0, 0.9, 0.9, 0.9, 0.7, [1]),
+             {"config": {"k": 2, "strategy": "similar"}, "metrics": {}}]
     t = icl_table(recs)
     assert len(t) == 4 and t.loc[t.k == 1, "first_label"].item() == 1 and t.loc[t.k == 8, "last_label"].eq(1).all()
     s = draw_spread(t)
