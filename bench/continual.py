@@ -1,65 +1,51 @@
-"""`make results` for lesson 09: the continual-learning lab at full size, every method on one protocol, saved as
-data/results/continual_*.json (committed). Run: `python -m bench.continual`.
+"""`make results` for lesson 09: the continual-learning lab on the experiment layer, saved as data/results/continual-*.json
+(committed). Run: `python -m bench.continual` (resumable: runs whose records exist with the same protocol are read back).
 
-CONTINUAL_N=32 (any number) shrinks every sample to that many examples (a smoke test) and writes into
-data/results/_test/ (git-ignored) unless FT_KIT_RESULTS_DIR says otherwise, so it never overwrites the committed
-results. Size of the full run (defaults of `LabConfig`): 1,500 training examples per task, 500 test examples per
-task, one epoch, batch 16; 14 trainings of 94 steps (188 for joint training) (full fine-tuning and LoRA), a Fisher information on 200
-examples, and an evaluation of both test sets after each method.
+Each method's setting is chosen on validation (full fine-tuning's rate on A; LoRA's rate, the replay share and EWC's
+strength on both tasks), then every seed runs at it. Size (defaults of `LabConfig`): 1,500 training and 500
+validation and test examples per task, one epoch of batch 16 (94 steps per task), 3 seeds.
+
+CONTINUAL_N=64 (any number) shrinks every sample to that many examples (a smoke test) and writes into
+data/results/_test/ (git-ignored) unless FT_KIT_RESULTS_DIR says otherwise, so it never touches the committed records.
+CONTINUAL_LABELS=seq_full,replay runs only those methods (after the task-A search).
 """
 from __future__ import annotations
 
 import os
 import time
 import warnings
-from typing import Callable
 
 
-def run_lab(cfg=None,  # a `ft_kit.continual.LabConfig`; default LabConfig()
-            fractions: tuple = (0.1, 0.25, 0.5),  # replay fractions
-            lambdas: tuple = (1e4, 1e5, 1e6, 1e7),  # EWC strengths
-            device=None,  # see `ft_kit.models.get_device`
-            callback: Callable | None = None,  # called with each record as it is done
-           ) -> list[dict]:  # one record per method and sweep point
-    "Every method of lesson 09 on one protocol: sequential full FT and LoRA, adapters, replay, EWC, joint, incremental."
-    from ft_kit.continual import Lab
-    lab, done = Lab(cfg, device), []
-    steps = [lambda: lab.sequel("seq_full", "sequential full FT", lab.data["B"]["train"], replay_fraction=0.0, ewc_lambda=0.0),
-             lab.lora_methods, *[lambda f=f: lab.replay(f) for f in fractions], *[lambda l=l: lab.ewc(l) for l in lambdas],
-             lab.joint, lab.incremental]
-    for step in steps:
-        out = step()
-        for r in out if isinstance(out, list) else [out]:
-            done.append(r)
-            if callback: callback(r)
-    return done
-
-
-def main(n: int | None = None,  # examples per sample (train, test, probe <= n); None: the full protocol
-        ) -> list:  # the records written
-    "Run every method of the lab, print one line per record and a table, save the records to the registry."
+def main(n: int | None = None,  # examples per sample (train, validation, test; probe <= n); None: the full protocol
+        ) -> dict:  # label -> the search's result
+    "Run the lab's searches and seeds, print one line per new record and the summary over seeds."
     os.environ.setdefault("HF_HUB_OFFLINE", "1"); os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=".*deprecated.*")
+    from dataclasses import replace
     import torch
-    from transformers.utils import logging as hf_logging
-    from ft_kit.continual import LabConfig, lab_table, save_records
+    from ft_kit.continual import LabConfig, lab_summary, run_lab
     from ft_kit.results import committed_results_dir
-    hf_logging.set_verbosity_error()
-    cfg = LabConfig() if not n else LabConfig(n_train=n, n_test=n, n_probe=min(n, 16))
-    fractions, lambdas = ((0.1, 0.25, 0.5), (1e4, 1e5, 1e6, 1e7)) if not n else ((0.5,), (1e5,))
-    t0 = time.perf_counter()
-    print(f"continual lab: {cfg.n_train} training / {cfg.n_test} test examples per task, {torch.get_num_threads()} threads")
-    def show(r):
-        m = r["metrics"]
-        print(f"{time.perf_counter() - t0:7.0f} s  {r['name']:28} A {m['matrix'][0][0]:.1%} -> {m['a_accuracy']:.1%}, "
-              f"B {m['b_accuracy']:.1%}, forgetting {100 * m['forgetting']:+.1f} pts", flush=True)
-    records = run_lab(cfg, fractions, lambdas, callback=show)
+    from ft_kit.models import quiet_transformers
+    quiet_transformers()
+    cfg = LabConfig() if not n else LabConfig(replace(LabConfig().budget, n_train=n, n_eval=n), n_probe=min(n, 16))
     folder = None if os.environ.get("FT_KIT_RESULTS_DIR") else committed_results_dir() / ("_test" if n else "")
-    paths = save_records(records, folder, overwrite=True)
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
-        print(lab_table(records).drop(columns="method").round(3).to_string())
-    print(f"{len(paths)} records saved to {paths[0].parent.name}/ in {(time.perf_counter() - t0) / 60:.1f} min")
-    return records
+    labels = tuple(x for x in os.environ.get("CONTINUAL_LABELS", "").split(",") if x) or None
+    t0 = time.perf_counter()
+    print(f"continual lab: {cfg.budget.n_train} training / {cfg.budget.n_eval} validation and test examples per task, "
+          f"seeds {cfg.budget.seeds}, {torch.get_num_threads()} threads", flush=True)
+    def show(r):
+        m = r["test"]
+        line = (f"A {m['matrix'][0][0]:.1%} -> {m['matrix'][1][0]:.1%}, B {m['matrix'][1][1]:.1%}, forgetting "
+                f"{100 * m['forgetting']:+.1f} pts" if "matrix" in m else f"A {m['accuracy']:.1%}")
+        print(f"{time.perf_counter() - t0:7.0f} s  {r['name']:36} val {r['metrics']['accuracy']:.1%}  test {line}"
+              f"{'' if r['valid'] else '  FAILED: ' + '; '.join(r['failed'])}", flush=True)
+    out = run_lab(cfg, folder, labels=labels, log=show)
+    print({k: v["chosen"] for k, v in out.items()})
+    cols = [c for c in lab_summary(folder).columns if c.endswith(("_mean", "_ci95")) or c in ("method", "chosen", "status", "seeds")]
+    with __import__("pandas").option_context("display.width", 250, "display.max_columns", 30):
+        print(lab_summary(folder)[cols].round(3).to_string())
+    print(f"continual lab done in {(time.perf_counter() - t0) / 60:.1f} min")
+    return out
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import copy
+import json
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,17 +20,19 @@ from fastcore.basics import patch
 from torch import Tensor, nn
 
 from .data import load_splits, load_tweets, make_loader, sample_balanced, tweet_splits
+from .experiment import HEAD_LR, Budget, aggregate, failures, fresh_head, run_name, search, train_config, weight_change
 from .lora import LoRAConfig, apply_lora, lora_state_dict
-from .metrics import accuracy, confusion_matrix
+from .metrics import accuracy, confusion_matrix, evaluate
 from .models import load_encoder, sentence_vectors
 from .peft_methods import fit_logistic
-from .results import describe_split, save_result, state_mb
-from .train import TrainConfig, load_trainable, logits_of, predict, to_device, train, trainable_state
+from .results import describe_split, find_result, save_result, state_mb, to_jsonable
+from .train import load_trainable, logits_of, predict, to_device, train, trainable_state
 
 # %% auto #0
-__all__ = ['LABELS3', 'LabConfig', 'task_data', 'embed', 'cosine_drift', 'prediction_kl', 'accuracy_matrix', 'Lab', 'lab_table',
-           'sweep_table', 'save_records', 'fit_router', 'mix_replay', 'fisher_diagonal', 'ewc_penalty', 'ewc_hooks',
-           'expand_head']
+__all__ = ['LABELS3', 'PARTS', 'TAGS', 'LAB_METHODS', 'LAB_GRIDS', 'MEASURES', 'LabConfig', 'task_data', 'embed', 'cosine_drift',
+           'prediction_kl', 'accuracy_matrix', 'Lab', 'lab_table', 'sweep_table', 'save_records', 'fit_router',
+           'mix_replay', 'fisher_diagonal', 'ewc_penalty', 'ewc_hooks', 'expand_head', 'run_lab', 'lab_summary',
+           'tied_with_best']
 
 # %% ../nbs/09_continual.ipynb #ffe048ce
 LABELS3 = ("negative", "positive", "neutral")  # class names once the neutral class is added
@@ -36,26 +40,25 @@ LABELS3 = ("negative", "positive", "neutral")  # class names once the neutral cl
 # %% ../nbs/09_continual.ipynb #4fbc0fd2
 @dataclass
 class LabConfig:
-    "The protocol shared by every method of the continual-learning lab."
-    n_train: int = 1500  # training examples per task (classes balanced)
-    n_test: int = 500  # test examples per task (classes balanced)
+    "The protocol shared by every method of the continual-learning lab: one experiment budget per task, and the rates."
+    budget: Budget = field(default_factory=lambda: Budget(n_train=1500, balanced=True, n_eval=500, epochs=1))  # per task: training rows (balanced), validation and test rows, epochs, batch, tokens, seeds
     n_probe: int = 200  # fixed task-A training examples for the Fisher information, the drift measure and the router
-    epochs: int = 1  # passes over each task's training set
-    batch_size: int = 16  # examples per optimizer step
-    lr: float = 5e-5  # peak learning rate of full fine-tuning
-    lora_lr: float = 1e-3  # peak learning rate of LoRA (adapters need larger steps)
+    lr: float = 5e-5  # peak rate of full fine-tuning, both stages (`run_lab` chooses it on A's validation set)
+    lora_lr: float = 1e-3  # peak rate of LoRA on B (`run_lab` chooses it on the validation sets of both tasks)
     lora_r: int = 8  # LoRA rank, on the query and value projections
-    max_length: int = 64  # tokens per text at most
-    seed: int = 0  # seeds the samples, the tweet split and every run
 
 
-def task_data(cfg: LabConfig,  # sizes and seed
-             ) -> dict[str, dict[str, pd.DataFrame]]:  # 'A', 'B' (binary tweets), 'B3' (with neutral) -> train/test frames
-    "Balanced train and test samples of task A (movie snippets), task B (tweets, binary) and B3 (tweets with neutral)."
-    tw = tweet_splits(load_tweets(), cfg.seed)
-    sources = {"A": load_splits(cfg.seed), "B": {k: v[v["label"] < 2] for k, v in tw.items()}, "B3": tw}
-    pick = lambda df, n: sample_balanced(df[["text", "label"]], min(n, len(df)), seed=cfg.seed)
-    return {t: {"train": pick(s["train"], cfg.n_train), "test": pick(s["test"], cfg.n_test)} for t, s in sources.items()}
+PARTS = ("validation", "test")  # the evaluation sets of each task
+
+
+def task_data(cfg: LabConfig,  # the budget's sizes and data seed
+             ) -> dict[str, dict[str, pd.DataFrame]]:  # 'A', 'B' (binary tweets), 'B3' (with neutral) -> train/validation/test
+    "Balanced samples of task A (movie snippets), task B (tweets, binary) and B3 (tweets with neutral)."
+    b = cfg.budget
+    tw = tweet_splits(load_tweets(), b.data_seed)
+    sources = {"A": load_splits(b.data_seed), "B": {k: v[v["label"] < 2] for k, v in tw.items()}, "B3": tw}
+    pick = lambda df, n: sample_balanced(df[["text", "label"]], min(n or len(df), len(df)), seed=b.data_seed)
+    return {t: {"train": pick(s["train"], b.n_train), **{p: pick(s[p], b.n_eval) for p in PARTS}} for t, s in sources.items()}
 
 # %% ../nbs/09_continual.ipynb #d6dbf0ee
 @torch.no_grad()
@@ -89,107 +92,145 @@ def prediction_kl(p: np.ndarray,  # (N, C) probabilities before
     return float(np.mean(np.sum(np.where(p > 0, p * (np.log(np.maximum(p, eps)) - np.log(np.maximum(q, eps))), 0), axis=1)))
 
 # %% ../nbs/09_continual.ipynb #6c659d5f
-def accuracy_matrix(before: dict,  # 'A', 'B' -> (N, C) test probabilities after training on A
+def accuracy_matrix(before: dict,  # 'A', 'B' -> (N, C) probabilities after training on A (one evaluation set per task)
                     after: dict,  # the same after training on B
-                    labels: dict,  # 'A', 'B' -> true test labels
+                    labels: dict,  # 'A', 'B' -> the true labels of those sets
                    ) -> list[list[float]]:  # [[A after A, B after A], [A after B, B after B]]
-    "Test accuracies on A and B after each stage."
+    "Accuracies on A and B after each stage."
     return [[accuracy(labels[t], np.asarray(s[t]).argmax(1)) for t in ("A", "B")] for s in (before, after)]
 
 
 class Lab:
-    "The data, the pretrained encoder, loaders and probes shared by every method of the protocol."
+    "The data, the pretrained encoder, loaders and probes shared by every method; `use` sets the seed and rate of the next runs."
     def __init__(self, cfg: LabConfig | None = None,  # the protocol; default LabConfig()
                  device=None):  # see `ft_kit.models.get_device`
         self.cfg = cfg = cfg or LabConfig()
         self.data = task_data(cfg)
-        torch.manual_seed(cfg.seed)
         self.model, self.tok = load_encoder(device=device)
-        self.pretrained = copy.deepcopy(self.model.state_dict())  # pretrained encoder + one fresh head
-        dl = lambda df: make_loader(df, self.tok, batch_size=64, max_length=cfg.max_length)
-        self.tests = {t: dl(self.data[t]["test"]) for t in ("A", "B", "B3")}
-        self.labels = {t: self.data[t]["test"]["label"].to_numpy() for t in ("A", "B", "B3")}
+        self.pretrained = copy.deepcopy(self.model.state_dict())  # the pretrained encoder; each run draws its own head
+        dl = lambda df: make_loader(df, self.tok, batch_size=64, max_length=cfg.budget.max_length)
+        self.loaders = {p: {t: dl(self.data[t][p]) for t in ("A", "B", "B3")} for p in PARTS}
+        self.truth = {p: {t: self.data[t][p]["label"].to_numpy() for t in ("A", "B", "B3")} for p in PARTS}
+        self.tests, self.labels = self.loaders["test"], self.truth["test"]
         self.probe = dl(self.data["A"]["train"].iloc[:cfg.n_probe])
-        self.base_emb = {t: embed(self.model, self.tests[t]) for t in ("A", "B")}  # for the router
-        self.base_emb.update({f"{t}_train": embed(self.model, dl(self.data[t]["train"].iloc[:cfg.n_probe])) for t in ("A", "B")})
+        self.base_emb = {(p, t): embed(self.model, self.loaders[p][t]) for p in PARTS for t in ("A", "B")}  # for the router
+        self.base_emb.update({("train", t): embed(self.model, dl(self.data[t]["train"].iloc[:cfg.n_probe])) for t in ("A", "B")})
         self.splits = {t: describe_split(f"{t} test", self.data[t]["test"]) for t in ("A", "B")}
-        self.after_a, self.fisher = None, None  # set by train_a and ewc
+        self.cache = {}  # ('A' | 'fisher' | 'lora', seed, rates...) -> a task-A model, a Fisher, LoRA runs: each made once
+        self.use(cfg.budget.seeds[0])
 
-    def fit(self, model: nn.Module, df: pd.DataFrame, lr: float | None = None) -> float:
-        "Train `model` on `df` with the protocol's settings; the seconds it took."
-        c = self.cfg
-        cfg = TrainConfig(lr=lr or c.lr, epochs=c.epochs, batch_size=c.batch_size, max_length=c.max_length, seed=c.seed)
-        return train(model, {"train": df}, cfg, self.tok, progress=False).train_time_s
+    def use(self, seed: int, lr: float | None = None) -> Lab:
+        "Run the next methods with this training seed and full fine-tuning rate (default `cfg.lr`)."
+        self.seed, self.lr = seed, lr or self.cfg.lr
+        return self
+
+    def fit(self, model: nn.Module, df: pd.DataFrame, lr: float | None = None, fresh: bool = False) -> float:
+        "Train `model` on `df` with the budget at this seed; the seconds it took. `fresh`: a new head (its own rate)."
+        self.last_config = train_config(self.cfg.budget, len(df), lr or self.lr, self.seed, head_lr=HEAD_LR if fresh else None)
+        return train(model, {"train": df}, self.last_config, self.tok, progress=False).train_time_s
 
     def scores(self, model: nn.Module) -> dict:
-        "Class probabilities of `model` on the A and B test sets."
-        return {t: predict(model, self.tests[t]) for t in ("A", "B")}
+        "Class probabilities of `model`: 'validation' and 'test' -> 'A', 'B' -> (N, C)."
+        return {p: {t: predict(model, self.loaders[p][t]) for t in ("A", "B")} for p in PARTS}
 
 # %% ../nbs/09_continual.ipynb #2b2d5600
-@patch
-def train_a(self: Lab) -> dict:  # 'state', 'scores', 'emb' (probe vectors), 'time'
-    "Fine-tune all weights on task A from the pretrained encoder: the start of every sequential method."
-    self.model.load_state_dict(self.pretrained)
-    seconds = self.fit(self.model, self.data["A"]["train"])
-    self.after_a = {"state": copy.deepcopy(self.model.state_dict()), "scores": self.scores(self.model),
-                    "emb": embed(self.model, self.probe), "time": seconds}
-    return self.after_a
+TAGS = {"replay": "f", "ewc": "lam"}  # what a method's searched value is, in its run names (otherwise a learning rate)
 
 
 @patch
-def record(self: Lab, key: str,  # the run's short name; the registry name is continual_<key>
-           method: str,  # the method's label in tables and figures
-           before: dict,  # the stage-A model's 'scores' and 'emb'
-           after: dict,  # the stage-B test scores ('A', 'B')
+def train_a(self: Lab) -> dict:  # 'state', 'scores', 'emb' (probe vectors), 'time', 'change', 'config'
+    "Fine-tune all weights on task A from the pretrained encoder and a seeded fresh head: the start of every sequel."
+    key = ("A", self.seed, self.lr)
+    if key not in self.cache:
+        self.model.load_state_dict(self.pretrained); fresh_head(self.model, self.seed)
+        before = trainable_state(self.model)
+        seconds = self.fit(self.model, self.data["A"]["train"], fresh=True)
+        self.cache[key] = {"state": copy.deepcopy(self.model.state_dict()), "scores": self.scores(self.model),
+                           "emb": embed(self.model, self.probe), "time": seconds,
+                           "change": weight_change(before, self.model), "config": self.last_config}
+    return self.cache[key]
+
+
+def _keep(m: dict) -> dict: return {k: m[k] for k in ("accuracy", "majority_accuracy", "confusion_matrix")}
+
+
+@patch
+def record(self: Lab, key: str,  # the method's label; its runs are named continual-<key>[-<tag><value>]-s<seed>
+           method: str,  # the method's name in tables and figures
+           before: dict,  # the task-A model's 'scores' and 'emb' (from `train_a`)
+           after: dict,  # the stage-B model's scores ('validation', 'test' -> 'A', 'B')
            after_emb: Tensor,  # the stage-B encoder's probe vectors
            seconds: float,  # training time of both stages
-           **params,  # the method's settings (saved in its config)
-          ) -> dict:  # name, config, metrics, split, split_b, train_time_s
-    "The registry record of one method: accuracy matrix, forgetting and drift on A."
-    m = accuracy_matrix(before["scores"], after, self.labels)
-    metrics = {"matrix": m, "a_accuracy": m[1][0], "b_accuracy": m[1][1], "forgetting": m[0][0] - m[1][0],
-               "drift_cosine": cosine_drift(before["emb"], after_emb), "drift_kl": prediction_kl(before["scores"]["A"], after["A"])}
-    return {"name": f"continual_{key}", "config": {"method": method, **params, **asdict(self.cfg)}, "metrics": metrics,
-            "split": self.splits["A"], "split_b": self.splits["B"], "train_time_s": seconds}
+           value: float | None = None,  # the method's searched value (rate, replay fraction, EWC strength), if any
+           change: dict | None = None,  # `weight_change` of stage B, for the gates
+           gate_b: dict | None = None,  # the stage-B model's validation metrics to gate on; default: `evaluate` on B
+           **options,  # the method's settings
+          ) -> dict:  # the experiment layer's record: metrics (validation), test, valid/failed, config, protocol
+    "One method's record: accuracy matrices on validation and test, forgetting, drift on A, and the gates."
+    val, test = (accuracy_matrix(before["scores"][p], after[p], self.truth[p]) for p in PARTS)
+    stage_a = evaluate(self.truth["validation"]["A"], before["scores"]["validation"]["A"])
+    stage_b = gate_b or evaluate(self.truth["validation"]["B"], after["validation"]["B"])
+    failed = [f"after A, on A: {f}" for f in failures(stage_a)] + [f"after B, on B: {f}" for f in failures(stage_b, change)]
+    metrics = {"accuracy": (val[1][0] + val[1][1]) / 2, "matrix": val, "forgetting": val[0][0] - val[1][0],  # accuracy: both
+               "stage_a": _keep(stage_a), "stage_b": _keep(stage_b)}  # tasks at the end, the search's criterion
+    tm = {"accuracy": (test[1][0] + test[1][1]) / 2, "matrix": test, "a_accuracy": test[1][0], "b_accuracy": test[1][1],
+          "forgetting": test[0][0] - test[1][0], "drift_cosine": cosine_drift(before["emb"], after_emb),
+          "drift_kl": prediction_kl(before["scores"]["test"]["A"], after["test"]["A"])}
+    return {"name": run_name("continual", key, self.seed, value, TAGS.get(key, "lr")), "label": key, "method": method,
+            "seed": self.seed, "value": value, "lr": self.last_config.lr, "a_lr": self.lr, "options": options,
+            "config": asdict(self.last_config), "protocol": asdict(self.cfg), "overrides": {}, "metrics": metrics, "test": tm,
+            "valid": not failed, "failed": failed, "weight_change": change or {}, "split": self.splits["A"],
+            "split_b": self.splits["B"], "train_time_s": seconds}
 
 
 @patch
 def sequel(self: Lab, key: str, method: str,  # as in `record`
            train_df: pd.DataFrame,  # the stage-two training set (task B, maybe mixed with replayed A)
            ewc: dict | None = None,  # keyword arguments of `ewc_hooks` (anchor, fisher, lam), or None
-           **params,  # the method's settings
+           value: float | None = None,  # the searched value, as in `record`
+           **options,  # the method's settings
           ) -> dict:  # the method's record
     "From the task-A model, fine-tune all weights on `train_df` (optionally under EWC) and record the result."
-    a = self.after_a or self.train_a()
-    self.model.load_state_dict(a["state"])
+    a = self.train_a()
+    self.model.load_state_dict(a["state"]); start = trainable_state(self.model)
     with ewc_hooks(self.model, **ewc) if ewc else nullcontext():
         seconds = self.fit(self.model, train_df)
-    return self.record(key, method, a, self.scores(self.model), embed(self.model, self.probe), a["time"] + seconds, **params)
+    return self.record(key, method, a, self.scores(self.model), embed(self.model, self.probe), a["time"] + seconds,
+                       value=value, change=weight_change(start, self.model), **options)
 
 # %% ../nbs/09_continual.ipynb #fbd662dc
-def lab_table(records: list[dict],  # records of the lab's methods or `load_results("continual_*")`
-             ) -> pd.DataFrame:  # one row per record (indexed by name): method, the four accuracies, final average, forgetting, drift
-    "The lab's records as a table."
+def _knob(r: dict) -> str:
+    "The method's setting, for its name in a table: ' (0.5)' for a replay fraction, ' (1e+05)' for an EWC strength."
+    o = r.get("options") or {}
+    return f" ({o['replay_fraction']:g})" if r["label"] == "replay" else f" ({o['ewc_lambda']:g})" if r["label"] == "ewc" else ""
+
+
+def lab_table(records: list[dict],  # records of the lab's methods (this notebook's, or `load_results("continual-*")`)
+             ) -> pd.DataFrame:  # one row per method record (by name): method, the four test accuracies, average, forgetting, drift, valid
+    "The lab's records as a table of test numbers (records that are not a method's, such as searches, are left out)."
     rows = []
     for r in records:
-        m, c = r["metrics"], r["config"]
-        knob = f" ({c['replay_fraction']:g})" if r["name"].startswith("continual_replay") else f" ({c['ewc_lambda']:g})" if r["name"].startswith("continual_ewc") else ""
-        rows.append({"name": r["name"], "method": c["method"] + knob, "A after A": m["matrix"][0][0], "B after A": m["matrix"][0][1],
-                     "A after B": m["matrix"][1][0], "B after B": m["matrix"][1][1], "forgetting": m["forgetting"],
-                     "average": (m["matrix"][1][0] + m["matrix"][1][1]) / 2,  # both tasks at the end: forgetting alone rewards not learning A
-                     "drift (cosine)": m["drift_cosine"], "drift (KL)": m["drift_kl"], "train_time_s": r.get("train_time_s")})
+        m = r.get("test") or {}
+        if "matrix" not in m: continue
+        (aa, ab), (ba, bb) = m["matrix"]
+        rows.append({"name": r["name"], "method": r["method"] + _knob(r), "A after A": aa, "B after A": ab, "A after B": ba,
+                     "B after B": bb, "forgetting": m["forgetting"],
+                     "average": m["accuracy"],  # both tasks at the end: forgetting alone rewards not learning A
+                     "drift (cosine)": m["drift_cosine"], "drift (KL)": m["drift_kl"], "train_time_s": r.get("train_time_s"),
+                     "valid": r.get("valid")})
     return pd.DataFrame(rows).set_index("name")
 
 
-def sweep_table(records: list[dict],  # records; those with the sweep's setting in their config are used
+def sweep_table(records: list[dict],  # records; those with the sweep's setting in their options are used
                 kind: str,  # 'replay' (x = replay_fraction) or 'ewc' (x = ewc_lambda)
                ) -> pd.DataFrame:  # columns x, a_before, a_accuracy, b_accuracy, forgetting; sorted by x
-    "One sweep of the lab: accuracy on A and B and forgetting against the replay fraction or the EWC strength."
+    "One sweep of the lab: test accuracy on A and B and forgetting against the replay fraction or the EWC strength."
     key = {"replay": "replay_fraction", "ewc": "ewc_lambda"}.get(kind)
     if key is None: raise ValueError(f"kind must be 'replay' or 'ewc', got {kind!r}")
-    rows = [{"x": r["config"][key], "a_before": r["metrics"]["matrix"][0][0], "a_accuracy": r["metrics"]["a_accuracy"],
-             "b_accuracy": r["metrics"]["b_accuracy"], "forgetting": r["metrics"]["forgetting"]} for r in records if key in r["config"]]
-    if not rows: raise ValueError(f"no record has {key!r} in its config: run the {kind} sweep (`make results`) first")
+    rows = [{"x": r["options"][key], "a_before": r["test"]["matrix"][0][0], "a_accuracy": r["test"]["a_accuracy"],
+             "b_accuracy": r["test"]["b_accuracy"], "forgetting": r["test"]["forgetting"]}
+            for r in records if key in (r.get("options") or {})]
+    if not rows: raise ValueError(f"no record has {key!r} in its options: run the {kind} sweep (`make results`) first")
     return pd.DataFrame(rows).sort_values("x").reset_index(drop=True)
 
 
@@ -198,8 +239,9 @@ def save_records(records: list[dict],  # records of the lab's methods
                  overwrite: bool | None = None,  # replace existing records (see `save_result`)
                 ) -> list[Path]:  # the files written
     "Write each record of the lab to the results registry."
+    main = ("name", "config", "metrics", "split")
     return [save_result(r["name"], r["config"], r["metrics"], split=r["split"], results_dir=results_dir, overwrite=overwrite,
-                        train_time_s=r["train_time_s"], split_b=r["split_b"]) for r in records]
+                        **{k: v for k, v in r.items() if k not in main}) for r in records]
 
 # %% ../nbs/09_continual.ipynb #3e1ab4fc
 def fit_router(x: Tensor,  # (N, H) vectors of training examples of every task
@@ -213,30 +255,33 @@ def fit_router(x: Tensor,  # (N, H) vectors of training examples of every task
 
 # %% ../nbs/09_continual.ipynb #fd3ab626
 @patch
-def lora_methods(self: Lab) -> list[dict]:  # records seq_lora, adapters (task known), adapters_routed
-    "Sequential LoRA, and one adapter per task swapped at inference with the task known or chosen by a router."
-    c, B = self.cfg, self.data["B"]["train"]
-    lm = copy.deepcopy(self.model); lm.load_state_dict(self.pretrained); apply_lora(lm, LoRAConfig(r=c.lora_r))
-    init, t_a = trainable_state(lm), self.fit(lm, self.data["A"]["train"], c.lora_lr)
-    ad_a = trainable_state(lm)
-    before = {"scores": self.scores(lm), "emb": embed(lm, self.probe)}
-    t_seq = self.fit(lm, B, c.lora_lr)
-    seq = self.record("seq_lora", "sequential LoRA", before, self.scores(lm), embed(lm, self.probe), t_a + t_seq)
-    load_trainable(lm, init); t_b = self.fit(lm, B, c.lora_lr)
-    s_b, emb_b, ad_b = self.scores(lm), embed(lm, self.probe), trainable_state(lm)
-    mb = state_mb(lora_state_dict(lm))
-    known = self.record("adapters", "adapter per task (task known)", before, {"A": before["scores"]["A"], "B": s_b["B"]},
-                        before["emb"], t_a + t_b)
+def lora_methods(self: Lab, lr: float | None = None,  # LoRA's peak rate; default `cfg.lora_lr`
+                ) -> list[dict]:  # records seq_lora, adapters (task known), adapters_routed
+    "LoRA on B from the task-A model: kept on for both tasks, or swapped in only for B (task known, or chosen by a router)."
+    lr = lr or self.cfg.lora_lr
+    key = ("lora", self.seed, self.lr, lr)
+    if key in self.cache: return self.cache[key]
+    a = self.train_a()
+    lm = copy.deepcopy(self.model); lm.load_state_dict(a["state"]); apply_lora(lm, LoRAConfig(r=self.cfg.lora_r))
+    init = trainable_state(lm)  # B = 0 and A's head: exactly the task-A model
+    seconds = self.fit(lm, self.data["B"]["train"], lr)
+    s_b, emb_b, ad_b, change = self.scores(lm), embed(lm, self.probe), trainable_state(lm), weight_change(init, lm)
+    rec = lambda k, method, after, emb: self.record(k, method, a, after, emb, a["time"] + seconds, value=lr, change=change)
+    seq = rec("seq_lora", "sequential LoRA", s_b, emb_b)
+    known = rec("adapters", "adapter per task (task known)", {p: {"A": a["scores"][p]["A"], "B": s_b[p]["B"]} for p in PARTS},
+                a["emb"])
     E = self.base_emb
-    router = fit_router(torch.cat([E["A_train"], E["B_train"]]), torch.tensor([0] * len(E["A_train"]) + [1] * len(E["B_train"])))
-    to_b = {t: router(E[t]).argmax(1).numpy() == 1 for t in ("A", "B", "A_train")}
-    routed = {t: np.where(to_b[t][:, None], s_b[t], before["scores"][t]) for t in ("A", "B")}
-    rec = self.record("adapters_routed", "adapter per task (router)", before, routed,
-                      torch.where(torch.tensor(to_b["A_train"])[:, None], emb_b, before["emb"]), t_a + t_b)
-    rec["metrics"]["router_accuracy"] = float(np.concatenate([~to_b["A"], to_b["B"]]).mean())
-    known["metrics"]["adapter_mb"] = rec["metrics"]["adapter_mb"] = mb  # one adapter with its head
-    load_trainable(lm, ad_a); self.lora = {"model": lm, "A": ad_a, "B": ad_b}
-    return [seq, known, rec]
+    router = fit_router(torch.cat([E["train", "A"], E["train", "B"]]),
+                        torch.tensor([0] * len(E["train", "A"]) + [1] * len(E["train", "B"])))
+    to_b = {k: router(v).argmax(1).numpy() == 1 for k, v in E.items()}
+    routed = {p: {t: np.where(to_b[p, t][:, None], s_b[p][t], a["scores"][p][t]) for t in ("A", "B")} for p in PARTS}
+    rout = rec("adapters_routed", "adapter per task (router)", routed,
+               torch.where(torch.tensor(to_b["train", "A"])[:, None], emb_b, a["emb"]))
+    rout["test"]["router_accuracy"] = float(np.concatenate([~to_b["test", "A"], to_b["test", "B"]]).mean())
+    known["test"]["adapter_mb"] = rout["test"]["adapter_mb"] = state_mb(lora_state_dict(lm))  # one adapter with its head
+    load_trainable(lm, init); self.lora = {"model": lm, "A": init, "B": ad_b}
+    self.cache[key] = [seq, known, rout]
+    return self.cache[key]
 
 # %% ../nbs/09_continual.ipynb #ff98f66d
 def mix_replay(a_df: pd.DataFrame,  # task-A rows (text, label) to replay from
@@ -260,8 +305,8 @@ def mix_replay(a_df: pd.DataFrame,  # task-A rows (text, label) to replay from
 def replay(self: Lab, fraction: float,  # share of the stage-two rows replayed from A
           ) -> dict:  # the method's record
     "Rehearsal: train on B with `fraction` of the rows replayed from A's training set (same number of steps)."
-    mix = mix_replay(self.data["A"]["train"], self.data["B"]["train"], fraction, self.cfg.seed)
-    return self.sequel(f"replay_{fraction:g}", "rehearsal", mix, replay_fraction=fraction)
+    mix = mix_replay(self.data["A"]["train"], self.data["B"]["train"], fraction, self.seed)
+    return self.sequel("replay", "rehearsal", mix, value=fraction, replay_fraction=fraction)
 
 # %% ../nbs/09_continual.ipynb #117a9faa
 def fisher_diagonal(model: nn.Module,  # the model after task A
@@ -316,25 +361,28 @@ def ewc_hooks(model: nn.Module,  # the model to train; hooks are removed when th
 # %% ../nbs/09_continual.ipynb #071d24f7
 @patch
 def ewc(self: Lab, lam: float,  # the strength lambda
-       ) -> dict:  # the method's record (metrics also hold the final penalty)
+       ) -> dict:  # the method's record (its test numbers also hold the final penalty)
     "EWC: train on B with the penalty lam/2 sum F (theta - theta*)^2, Fisher from A's probe examples."
-    a = self.after_a or self.train_a()
-    if self.fisher is None:
-        self.model.load_state_dict(a["state"])
-        self.fisher = fisher_diagonal(self.model, self.probe)
+    a = self.train_a()
+    key = ("fisher", self.seed, self.lr)
+    if key not in self.cache:
+        self.model.load_state_dict(a["state"]); self.cache[key] = fisher_diagonal(self.model, self.probe)
+    self.fisher = self.cache[key]
     anchor = {k: a["state"][k] for k in self.fisher}
-    rec = self.sequel("ewc_" + f"{lam:.0e}".replace("e+0", "e").replace("e+", "e"), "EWC", self.data["B"]["train"], dict(anchor=anchor, fisher=self.fisher, lam=lam), ewc_lambda=lam)
-    rec["metrics"]["ewc_penalty"] = ewc_penalty(self.model, anchor, self.fisher, lam).item()
+    rec = self.sequel("ewc", "EWC", self.data["B"]["train"], dict(anchor=anchor, fisher=self.fisher, lam=lam), value=lam,
+                      ewc_lambda=lam)
+    rec["test"]["ewc_penalty"] = ewc_penalty(self.model, anchor, self.fisher, lam).item()
     return rec
 
 # %% ../nbs/09_continual.ipynb #06bb38c7
 @patch
 def joint(self: Lab) -> dict:  # the method's record
-    "Train all weights on A and B together from the pretrained encoder (the upper bound)."
-    a = self.after_a or self.train_a()
-    self.model.load_state_dict(self.pretrained)
-    seconds = self.fit(self.model, pd.concat([self.data["A"]["train"], self.data["B"]["train"]], ignore_index=True))
-    return self.record("joint", "joint A+B (upper bound)", a, self.scores(self.model), embed(self.model, self.probe), seconds)
+    "Train all weights on A and B together from the pretrained encoder and a fresh head (the upper bound)."
+    a = self.train_a()
+    self.model.load_state_dict(self.pretrained); fresh_head(self.model, self.seed); start = trainable_state(self.model)
+    seconds = self.fit(self.model, pd.concat([self.data["A"]["train"], self.data["B"]["train"]], ignore_index=True), fresh=True)
+    return self.record("joint", "joint A+B (upper bound)", a, self.scores(self.model), embed(self.model, self.probe), seconds,
+                       change=weight_change(start, self.model))
 
 # %% ../nbs/09_continual.ipynb #04872186
 def expand_head(model: nn.Module,  # a classifier whose head is an nn.Linear; changed in place
@@ -364,16 +412,117 @@ def expand_head(model: nn.Module,  # a classifier whose head is an nn.Linear; ch
 
 # %% ../nbs/09_continual.ipynb #13f8dcd9
 @patch
-def incremental(self: Lab) -> dict:  # record 'incremental', with the neutral class's effects in its metrics
+def incremental(self: Lab) -> dict:  # record 'incremental', with the neutral class's effects in its test numbers
     "Add a neutral output to the task-A model, train on three-class tweets, and measure what happened to A."
-    a = self.after_a or self.train_a()
-    m = copy.deepcopy(self.model); m.load_state_dict(a["state"]); expand_head(m, 1, names=LABELS3)
+    a = self.train_a()
+    m = copy.deepcopy(self.model); m.load_state_dict(a["state"]); expand_head(m, 1, names=LABELS3); start = trainable_state(m)
     seconds = self.fit(m, self.data["B3"]["train"])
-    s = self.scores(m)
-    rec = self.record("incremental", "incremental (+ neutral)", a, s, embed(m, self.probe), a["time"] + seconds)
-    pa, p3, ya = s["A"], predict(m, self.tests["B3"]), self.labels["A"]
-    rec["metrics"].update(a_neutral_rate=float((pa.argmax(1) == 2).mean()), a_old_head_accuracy=accuracy(ya, pa[:, :2].argmax(1)),
-                          b3_accuracy=accuracy(self.labels["B3"], p3.argmax(1)),
-                          a_confusion=confusion_matrix(ya, pa.argmax(1), 3)[:2].tolist(),
-                          b3_confusion=confusion_matrix(self.labels["B3"], p3.argmax(1), 3).tolist())
+    s, p3 = self.scores(m), {p: predict(m, self.loaders[p]["B3"]) for p in PARTS}
+    rec = self.record("incremental", "incremental (+ neutral)", a, s, embed(m, self.probe), a["time"] + seconds,
+                      change=weight_change(start, m), gate_b=evaluate(self.truth["validation"]["B3"], p3["validation"]))
+    pa, ya, y3 = s["test"]["A"], self.labels["A"], self.labels["B3"]
+    rec["test"].update(a_neutral_rate=float((pa.argmax(1) == 2).mean()), a_old_head_accuracy=accuracy(ya, pa[:, :2].argmax(1)),
+                       b3_accuracy=accuracy(y3, p3["test"].argmax(1)),
+                       a_confusion=confusion_matrix(ya, pa.argmax(1), 3)[:2].tolist(),
+                       b3_confusion=confusion_matrix(y3, p3["test"].argmax(1), 3).tolist())
     return rec
+
+# %% ../nbs/09_continual.ipynb #f4353be3
+LAB_METHODS = {"seq_full": "sequential full FT", "seq_lora": "sequential LoRA", "adapters": "adapter per task (task known)",
+               "adapters_routed": "adapter per task (router)", "replay": "rehearsal", "ewc": "EWC",
+               "joint": "joint A+B (upper bound)", "incremental": "incremental (+ neutral)"}  # label -> name, in run order
+_LORA_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
+LAB_GRIDS = {"task_a": (1e-5, 3e-5, 1e-4, 3e-4),  # full fine-tuning's rate, chosen on A alone (every full-FT stage uses it)
+             "seq_lora": _LORA_RATES, "adapters": _LORA_RATES, "adapters_routed": _LORA_RATES,  # LoRA's rate on B
+             "replay": (0.1, 0.25, 0.5),  # the share of replayed A rows (more than half would train on A more than on B)
+             "ewc": (1e4, 1e5, 1e6, 1e7)}  # EWC's strength; other methods have no value to choose
+
+
+@patch
+def task_a_record(self: Lab) -> dict:  # the experiment layer's record of the task-A model at this seed and rate
+    "The task-A model as a run of its own, validated on A: the rate search of full fine-tuning reads it."
+    a = self.train_a()
+    val, test = (evaluate(self.truth[p]["A"], a["scores"][p]["A"]) for p in PARTS)
+    failed = failures(val, a["change"])
+    return {"name": run_name("continual", "task_a", self.seed, self.lr), "label": "task_a", "method": "full FT on A",
+            "seed": self.seed, "value": self.lr, "lr": self.lr, "a_lr": self.lr, "options": {}, "config": asdict(a["config"]),
+            "protocol": asdict(self.cfg), "overrides": {}, "metrics": val, "test": test, "valid": not failed, "failed": failed,
+            "weight_change": a["change"], "split": self.splits["A"], "split_b": None, "train_time_s": a["time"]}
+
+
+@patch
+def step(self: Lab, label: str,  # a key of LAB_METHODS, or 'task_a'
+         value: float | None = None,  # the method's value from LAB_GRIDS (None: the method has none)
+        ) -> dict:  # the method's record at the lab's seed and rate
+    "One method of the lab at one value."
+    if label == "task_a": return self.task_a_record()
+    if label in ("seq_lora", "adapters", "adapters_routed"):
+        return self.lora_methods(value)[("seq_lora", "adapters", "adapters_routed").index(label)]
+    if label == "seq_full":
+        return self.sequel("seq_full", LAB_METHODS[label], self.data["B"]["train"], replay_fraction=0.0, ewc_lambda=0.0)
+    return {"replay": lambda: self.replay(value), "ewc": lambda: self.ewc(value), "joint": self.joint,
+            "incremental": self.incremental}[label]()
+
+# %% ../nbs/09_continual.ipynb #207148fe
+def _runner(lab: Lab, label: str, a_lr: float | None, results_dir, log) -> Callable:
+    "run(value, seed) for `search`: a saved record with the same protocol is read back, otherwise the step runs and is saved."
+    spec = json.loads(json.dumps(to_jsonable(asdict(lab.cfg))))  # as a saved record holds it
+    def run(value, seed):
+        lr = value if label == "task_a" else a_lr
+        old = find_result(run_name("continual", label, seed, value, TAGS.get(label, "lr")), results_dir)
+        if old and old.get("protocol") == spec and old.get("a_lr") == lr and old["split"]["hash"] == lab.splits["A"]["hash"]:
+            return old
+        rec = lab.use(seed, lr).step(label, value)
+        save_records([rec], results_dir, overwrite=True); log(rec)
+        return rec
+    return run
+
+
+def run_lab(cfg: LabConfig | Lab | None = None,  # the protocol (default LabConfig()), or a Lab already built
+            results_dir=None,  # where records go; default: see `ft_kit.results.resolve_results_dir`
+            widen: int = 1,  # extra values a search may add beyond its grid's edge
+            labels: tuple | None = None,  # the methods to run (keys of LAB_METHODS); default: all
+            log: Callable = lambda r: None,  # called with each new record
+            device=None,  # see `ft_kit.models.get_device`
+           ) -> dict:  # label -> the search's result (chosen, tried, runs)
+    "The lab on the experiment layer: full FT's rate chosen on A, each method's value on both tasks, every seed at it."
+    lab, out = cfg if isinstance(cfg, Lab) else Lab(cfg, device), {}
+    for label in ("task_a", *(labels or LAB_METHODS)):
+        grid, seeds = LAB_GRIDS.get(label, (None,)), lab.cfg.budget.seeds
+        run = _runner(lab, label, out.get("task_a", {}).get("chosen"), results_dir, log)
+        if grid == (None,):  # nothing to choose: every seed runs as it is
+            runs = [run(None, s) for s in seeds]
+            res = {"chosen": None, "runs": runs, "tried": [(None, runs[0]["metrics"]["accuracy"], runs[0]["valid"], runs[0]["failed"])]}
+        else: res = search(run, grid, seeds, widen if len(grid) > 3 else 0)
+        why = "" if any(ok for _, _, ok, _ in res["tried"]) else "every value tried failed the gates: " + "; ".join(
+            sorted({f for *_, fails in res["tried"] for f in fails}))
+        save_result(f"continual-{label}-search", {}, {}, label=label, method=LAB_METHODS.get(label, "full FT on A"),
+                    grid=list(grid), chosen=res["chosen"], tried=res["tried"], reason=why, protocol=asdict(lab.cfg),
+                    results_dir=results_dir, overwrite=True)
+        if label == "task_a" and res["chosen"] is None: raise RuntimeError(f"task A never learned at any rate tried: {res['tried']}")
+        out[label] = res
+    return out
+
+# %% ../nbs/09_continual.ipynb #b6edc079
+MEASURES = {"A after A": lambda r: r["test"]["matrix"][0][0], "A after B": lambda r: r["test"]["matrix"][1][0],
+            "B after B": lambda r: r["test"]["matrix"][1][1], "forgetting": lambda r: r["test"]["forgetting"],
+            "average": lambda r: r["test"]["accuracy"]}  # the lab's test measures, reduced over seeds
+
+
+def lab_summary(results_dir=None,  # default: see `ft_kit.results.search_dirs`
+               ) -> pd.DataFrame:  # one row per method: chosen value, status, seeds, and '<measure>_mean', '_ci95', ...
+    "Each method of the lab at its chosen value over its seeds: the five test measures' means and 95% intervals."
+    agg = aggregate("continual", results_dir, measures=MEASURES)
+    return agg.drop(index="task_a", errors="ignore") if len(agg) else agg
+
+
+def tied_with_best(summary: pd.DataFrame,  # from `lab_summary` (rows with status 'ok' are compared)
+                   col: str,  # a measure, e.g. 'average' or 'forgetting'
+                   lowest: bool = False,  # the best is the lowest (forgetting), not the highest
+                  ) -> tuple[str, list[str]]:  # (the best label, the labels whose 95% interval overlaps the best's)
+    "The best method by a measure, and the methods the seeds cannot tell from it."
+    ok = summary[summary["status"] == "ok"]
+    m, h = ok[f"{col}_mean"], ok[f"{col}_ci95"].fillna(0)
+    best = m.idxmin() if lowest else m.idxmax()
+    overlap = (m - h <= m[best] + h[best]) & (m + h >= m[best] - h[best])
+    return best, [k for k in ok.index if overlap[k] and k != best]

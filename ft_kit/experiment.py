@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import torch
 import transformers
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from .train import TrainConfig
 # %% auto #0
 __all__ = ['HEAD_LR', 'GATE_SHARE', 'GATE_MOVE', 'DEMO_MARGIN', 'Budget', 'epochs_for', 'total_steps', 'budget_data',
            'train_config', 'fresh_head', 'weight_change', 'failures', 'demo_verdict', 'half_decade', 'search',
-           'frozen_layers', 'cached_bottom', 'run_name', 'aggregate']
+           'frozen_layers', 'cached_bottom', 'run_name', 'seed_stats', 'aggregate']
 
 # %% ../nbs/04d_experiment.ipynb #8d41587c
 @dataclass
@@ -261,16 +262,19 @@ def run_name(prefix: str, # the experiment, e.g. 'peft'
              label: str, # the row, e.g. 'lora' or 'pretrained-n512'
              seed: int, # the training seed
              value: float | None = None, # the searched value (learning rate, or the probe's penalty)
+             tag: str = "lr", # what the value is, in the name: 'lr', or e.g. 'f' for a replay fraction
             ) -> str: # e.g. 'peft-lora-lr1e-03-s0'
     "The registry name of one run of an experiment."
-    return f"{prefix}-{label}" + ("" if value is None else f"-lr{value:.0e}") + f"-s{seed}"
+    return f"{prefix}-{label}" + ("" if value is None else f"-{tag}{value:.0e}") + f"-s{seed}"
 
 
-def _stats(vals: list) -> dict:
-    "Mean, standard deviation (NaN for one value), min and max of a list of numbers."
-    a = np.asarray(vals, dtype=float)
-    return {"mean": a.mean() if len(a) else np.nan, "std": a.std(ddof=1) if len(a) > 1 else np.nan,
-            "min": a.min() if len(a) else np.nan, "max": a.max() if len(a) else np.nan}
+def seed_stats(vals: list, # one number per seed
+              ) -> dict: # mean, std (ddof=1), min, max, ci95 (half-width of the 95% t-interval of the mean); NaN where undefined
+    "Mean, spread and 95% interval of a measure over seeds (Student's t: with 3 seeds the half-width is 2.5 std)."
+    a = np.asarray(vals, dtype=float); n = len(a)
+    std = a.std(ddof=1) if n > 1 else np.nan
+    return {"mean": a.mean() if n else np.nan, "std": std, "min": a.min() if n else np.nan, "max": a.max() if n else np.nan,
+            "ci95": float(scipy.stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan}
 
 
 def _verdict(search: dict, runs: list[dict]) -> tuple[str, str]:
@@ -284,6 +288,7 @@ def _verdict(search: dict, runs: list[dict]) -> tuple[str, str]:
 
 def aggregate(prefix: str, # the experiment's record prefix
               results_dir=None, # default: see `ft_kit.results.search_dirs`
+              measures: dict | None = None, # column -> record -> number: more measures reduced over seeds ('<column>_mean', ...)
              ) -> pd.DataFrame: # one row per label: chosen value, seeds, failed runs, val/test accuracy stats, costs, the search's tags
     "Each label's runs at its chosen value, reduced over seeds when all passed; a label that failed or is unstable says why."
     rows = []
@@ -297,7 +302,8 @@ def aggregate(prefix: str, # the experiment's record prefix
                "seeds": len(ok), "failed_runs": len(runs) - len(ok), **(s.get("tags") or {})}
         scored = ok if status == "ok" else []  # survivors of an unstable row are no result: their mean would flatter it
         for part, key in (("val", "metrics"), ("test", "test")):
-            row.update({f"{part}_acc_{k}": v for k, v in _stats([r[key]["accuracy"] for r in scored]).items()})
+            row.update({f"{part}_acc_{k}": v for k, v in seed_stats([r[key]["accuracy"] for r in scored]).items()})
+        for col, f in (measures or {}).items(): row.update({f"{col}_{k}": v for k, v in seed_stats([f(r) for r in scored]).items()})
         first = ok[0] if ok else {}
         # costs: the median over seeds (one run slowed by a busy machine must not set a method's time)
         for k in ("train_time_s", "peak_memory_mb"): row[k] = float(np.median([r.get(k) or 0 for r in ok])) if ok else np.nan

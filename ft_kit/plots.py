@@ -26,7 +26,8 @@ __all__ = ['DPI', 'new_ax', 'plot_lora_params', 'plot_confusion_matrix', 'plot_r
            'plot_lr_sweep', 'plot_k_curves', 'plot_demo_variance', 'plot_calibration_effect', 'plot_label_budget',
            'plot_prompt_predictions', 'plot_transfer', 'spread_labels', 'plot_accuracy_vs_params', 'plot_trainable_map',
            'plot_lora_rank', 'plot_block_shares', 'plot_lr_search', 'plot_rank_sweep', 'plot_backends',
-           'plot_accuracy_matrix', 'plot_accuracy_matrices', 'plot_tradeoff', 'plot_sentiment_stream']
+           'plot_accuracy_matrix', 'plot_accuracy_matrices', 'plot_tradeoff', 'plot_stability_plasticity',
+           'plot_sentiment_stream']
 
 # %% ../nbs/80_plots.ipynb #3ff8feb7
 DPI = 80  # dots per inch of every figure the kit draws (keeps committed notebooks small)
@@ -626,6 +627,23 @@ def plot_tradeoff(sweep,  # `ft_kit.continual.sweep_table`: columns x, a_before,
     ax.set_ylim(min(0.45, low - 0.02), 1.0)  # a fixed top, so small differences are not blown up
     ax.set(xlabel=xlabel, ylabel="accuracy", title="what is kept vs what is learnt")
     ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/80_plots.ipynb #7c589f77
+def plot_stability_plasticity(summary: pd.DataFrame,  # `ft_kit.continual.lab_summary`: method, status, '<measure>_mean'/'_ci95'
+                              ax: Axes | None = None,  # draw here if given
+                             ) -> Figure:  # the figure
+    "Each method's final test accuracy on A (kept) against on B (learnt), with 95% intervals over seeds."
+    fig, ax = new_ax(ax, (6.4, 4))
+    ok = summary[summary["status"] == "ok"]
+    for i, (label, r) in enumerate(ok.iterrows()):
+        ax.errorbar(r["B after B_mean"], r["A after B_mean"], xerr=r["B after B_ci95"], yerr=r["A after B_ci95"], fmt="o",
+                    color=f"C{i % 10}", ms=5, capsize=3, label=r["method"])
+    if len(ok): ax.axhline(float(ok["A after A_mean"].median()), color="gray", ls="--", lw=1, label="A after A (median)")
+    ax.set(xlabel="test accuracy on B after B (learnt)", ylabel="test accuracy on A after B (kept)",
+           title="stability vs plasticity: up and right is better")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: no label covers a point
     fig.tight_layout()
     return fig
 

@@ -230,7 +230,7 @@ def _sweep_line(sweep, x: float, what: str) -> str:
             f"test B {r['b_accuracy']:.1%}")
 
 
-def forgetting_tradeoff_widget(records: list,  # records of the lab (lesson 09) or `load_results("continual_*")`
+def forgetting_tradeoff_widget(records: list,  # records of the lab (lesson 09) or `load_results("continual-*")`
                               ) -> W.VBox:  # two sliders over the measured sweep points, a line of numbers each, the figure
     "Sliders over the measured replay fractions and EWC strengths showing accuracy on A and B at each point."
     rep, ewc = sweep_table(records, "replay"), sweep_table(records, "ewc")
@@ -245,7 +245,7 @@ def forgetting_tradeoff_widget(records: list,  # records of the lab (lesson 09) 
     return live({"f": fr, "l": lam}, draw, rows=[W.HBox([fr, lam]), line])
 
 
-def continual_method_picker(records: list,  # records of the lab (lesson 09) or `load_results("continual_*")`
+def continual_method_picker(records: list,  # records of the lab (lesson 09) or `load_results("continual-*")`
                            ) -> W.VBox:  # a dropdown, the method's numbers and its accuracy matrix
     "Pick a method of the continual lab: its accuracy matrix, forgetting and drift."
     table = lab_table(records)
@@ -255,5 +255,5 @@ def continual_method_picker(records: list,  # records of the lab (lesson 09) or 
         r = table.loc[name]
         line.value = (f"forgetting {100 * r['forgetting']:.1f} pts; encoder drift on A: cosine {r['drift (cosine)']:.3f}, "
                       f"predictions KL {r['drift (KL)']:.3f} nats")
-        return plot_accuracy_matrix(next(x["metrics"]["matrix"] for x in records if x["name"] == name), r["method"])
+        return plot_accuracy_matrix(next(x["test"]["matrix"] for x in records if x["name"] == name), r["method"])
     return live({"name": dd}, draw, rows=[dd, line])

@@ -1,11 +1,14 @@
 """ft_kit.continual on tiny models: the EWC penalty and its gradient hooks, the Fisher information, the replay mix,
 exact adapter swapping, head expansion, the drift measures and the tweets. Each check compares with an
 independent reference (hand-computed closed forms, autograd, scipy, counts)."""
+import json
 import re
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
 from scipy.stats import entropy
@@ -13,8 +16,10 @@ from torch import nn
 import _tiny
 from transformers import BertForSequenceClassification
 
-from ft_kit.continual import (LABELS3, cosine_drift, ewc_hooks, ewc_penalty, expand_head, fisher_diagonal, lab_table,
-                              mix_replay, prediction_kl, sweep_table)
+from ft_kit.continual import (LAB_METHODS, LABELS3, TAGS, Lab, LabConfig, cosine_drift, ewc_hooks, ewc_penalty, expand_head,
+                              fisher_diagonal, lab_summary, lab_table, mix_replay, prediction_kl, run_lab, sweep_table,
+                              tied_with_best)
+from ft_kit.experiment import Budget, run_name
 from ft_kit.data import load_tweets, repair_text
 from ft_kit.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
 from ft_kit.train import TrainConfig, logits_of, train
@@ -202,19 +207,81 @@ def test_drift_measures_against_references():
     assert cosine_drift(a, 3 * a) == pytest.approx(0, abs=1e-6)
 
 
+def _rec(name, method, a, label, **options):
+    "A record of the lab's schema with made-up test numbers."
+    return {"name": name, "label": label, "method": method, "options": options, "train_time_s": 1.0, "valid": True,
+            "test": {"matrix": [[0.8, 0.6], [a, 0.9]], "a_accuracy": a, "b_accuracy": 0.9, "forgetting": 0.8 - a,
+                     "accuracy": (a + 0.9) / 2, "drift_cosine": 0.1, "drift_kl": 0.2}}
+
+
 def test_tables_from_records():
-    def rec(name, method, a, **cfg):
-        return {"name": name, "config": {"method": method, **cfg}, "train_time_s": 1.0,
-                "metrics": {"matrix": [[0.8, 0.6], [a, 0.9]], "a_accuracy": a, "b_accuracy": 0.9, "forgetting": 0.8 - a,
-                            "drift_cosine": 0.1, "drift_kl": 0.2}}
-    recs = [rec("continual_replay_0.5", "rehearsal", 0.78, replay_fraction=0.5),
-            rec("continual_seq_full", "seq", 0.6, replay_fraction=0.0, ewc_lambda=0.0),
-            rec("continual_ewc_1e5", "EWC", 0.7, ewc_lambda=1e5), rec("continual_joint", "joint", 0.81)]
+    recs = [_rec("continual-replay-f5e-01-s0", "rehearsal", 0.78, "replay", replay_fraction=0.5),
+            _rec("continual-seq_full-s0", "seq", 0.6, "seq_full", replay_fraction=0.0, ewc_lambda=0.0),
+            _rec("continual-ewc-lam1e+05-s0", "EWC", 0.7, "ewc", ewc_lambda=1e5), _rec("continual-joint-s0", "joint", 0.81, "joint"),
+            {"name": "continual-task_a-lr1e-04-s0", "label": "task_a", "method": "full FT on A", "test": {"accuracy": 0.8}}]
     sw = sweep_table(recs, "replay")
     assert sw["x"].tolist() == [0.0, 0.5] and sw["forgetting"].round(6).tolist() == [0.2, 0.02]
     assert sweep_table(recs, "ewc")["a_accuracy"].tolist() == [0.6, 0.7]
     t = lab_table(recs)
-    assert t.loc["continual_ewc_1e5", "method"] == "EWC (100000)" and t.loc["continual_joint", "A after B"] == 0.81
+    assert len(t) == 4  # the task-A record has no matrix: not a method's row
+    assert t.loc["continual-ewc-lam1e+05-s0", "method"] == "EWC (100000)" and t.loc["continual-joint-s0", "A after B"] == 0.81
+    assert t.loc["continual-joint-s0", "average"] == pytest.approx((0.81 + 0.9) / 2)
+
+
+class StubLab(Lab):
+    "A Lab whose steps return made-up records at once: the search order, the widening and the read-back are tested."
+    def __init__(self, seeds=(0, 1, 2)):
+        self.cfg, self.calls = LabConfig(Budget(n_train=8, seeds=seeds)), []
+        self.splits = {"A": {"name": "A test", "hash": "h"}}
+
+    def use(self, seed, lr=None): self.seed, self.lr = seed, lr; return self
+
+    def step(self, label, value=None):
+        self.calls.append((label, value, self.seed, self.lr))
+        best = {"task_a": 1e-4, "ewc": 1e7, "replay": 0.25}.get(label)  # EWC's best is at its grid's top edge
+        acc = 0.8 - (0.05 * abs(np.log10(value / best)) if best else 0) + 0.01 * self.seed
+        ok = not (label == "task_a" and value == 1e-5)  # one rate fails the gates
+        return {"name": run_name("continual", label, self.seed, value, TAGS.get(label, "lr")), "label": label,
+                "method": LAB_METHODS.get(label, "A"), "seed": self.seed, "value": value, "a_lr": self.lr,
+                "options": {}, "config": {}, "protocol": asdict(self.cfg), "split": self.splits["A"],
+                "metrics": {"accuracy": acc}, "valid": ok, "failed": [] if ok else ["made up"], "train_time_s": 1.0,
+                "test": {"matrix": [[0.8, 0.6], [acc - 0.1, 0.9]], "accuracy": acc, "forgetting": 0.9 - acc}}
+
+
+def test_run_lab_searches_then_repeats_and_reads_back(tmp_path):
+    lab = StubLab()
+    out = run_lab(lab, tmp_path, labels=("seq_full", "replay", "ewc"))
+    assert out["task_a"]["chosen"] == 1e-4 and out["replay"]["chosen"] == 0.25
+    assert out["ewc"]["chosen"] == 1e7 and 3e7 in [v for v, *_ in out["ewc"]["tried"]]  # best at the edge: one more value
+    assert [v for v, *_ in out["replay"]["tried"]] == [0.1, 0.25, 0.5]  # three shares: not widened
+    # every method's stage B uses the task-A rate chosen first; each seed runs at the chosen value
+    assert {lr for label, _, _, lr in lab.calls if label != "task_a"} == {1e-4}
+    assert sorted(s for label, v, s, _ in lab.calls if label == "replay" and v == 0.25) == [0, 1, 2]
+    assert sorted(s for label, v, s, _ in lab.calls if label == "seq_full") == [0, 1, 2]
+    search = json.loads((tmp_path / "continual-ewc-search.json").read_text())
+    assert search["chosen"] == 1e7 and search["method"] == "EWC"
+    n = len(lab.calls)
+    run_lab(lab, tmp_path, labels=("seq_full", "replay", "ewc"))
+    assert len(lab.calls) == n  # a second run reads every record back
+    other = StubLab(seeds=(0, 1, 2, 3))  # another protocol: nothing is read back as its own
+    run_lab(other, tmp_path, labels=("seq_full",))
+    assert len(other.calls) > 4
+    s = lab_summary(tmp_path)
+    runs = [json.loads((tmp_path / f"continual-replay-f2e-01-s{k}.json").read_text()) for k in (0, 1, 2)]
+    accs = [r["test"]["accuracy"] for r in runs]
+    assert s.loc["replay", "average_mean"] == pytest.approx(np.mean(accs))
+    lo, hi = scipy.stats.t.interval(0.95, 2, loc=np.mean(accs), scale=scipy.stats.sem(accs))
+    assert s.loc["replay", "average_ci95"] == pytest.approx((hi - lo) / 2)
+    assert "task_a" not in s.index and s.loc["seq_full", "seeds"] == 4  # the last protocol's seeds
+
+
+def test_tied_with_best_uses_the_intervals():
+    s = pd.DataFrame({"status": ["ok", "ok", "ok", "failed"], "average_mean": [0.80, 0.78, 0.70, 0.99],
+                      "average_ci95": [0.01, 0.015, 0.01, np.nan]}, index=["a", "b", "c", "d"])
+    assert tied_with_best(s, "average") == ("a", ["b"])  # 0.79..0.81 meets 0.765..0.795; c is apart; d failed
+    assert tied_with_best(s, "average", lowest=True) == ("c", [])
+    s.loc["b", "average_ci95"] = 0.005  # 0.775..0.785 no longer meets 0.79..0.81
+    assert tied_with_best(s, "average") == ("a", [])
 
 
 def test_tweets_repaired_and_aligned():

@@ -57,3 +57,16 @@ def test_search_chose_its_best_valid_value(name):
     if s["method"] != "probe" and len(s["grid"]) >= 4:  # a full search: at least four rates over 1.5 decades...
         steps = sorted(round(2 * np.log10(v)) for v, *_ in s["tried"])  # ...of the 1-3-10 grid (half-decade steps)
         assert len(steps) >= 4 and steps[-1] - steps[0] >= 3
+
+
+LAB = {k: r for k, r in RECORDS.items() if "stage_b" in (r.get("metrics") or {})}  # the continual lab's method runs
+
+
+@pytest.mark.parametrize("name", sorted(LAB))
+def test_continual_record_passes_both_gates_or_says_it_failed(name):
+    "A lab run failed when its task-A model did not learn A or its final model did not learn B (on validation)."
+    r = LAB[name]
+    m = r["metrics"]
+    reasons = failures(m["stage_a"]) + failures(m["stage_b"], r.get("weight_change"))
+    assert r["valid"] is (not reasons) and bool(r["failed"]) is bool(reasons), f"{name}: {reasons} vs {r['failed']}"
+    assert r["test"]["matrix"][1][0] - r["test"]["matrix"][0][0] == pytest.approx(-r["test"]["forgetting"])
