@@ -32,7 +32,7 @@ from .train import load_trainable, logits_of, predict, to_device, train, trainab
 __all__ = ['LABELS3', 'PARTS', 'TAGS', 'LAB_METHODS', 'LAB_GRIDS', 'MEASURES', 'LabConfig', 'task_data', 'embed', 'cosine_drift',
            'prediction_kl', 'accuracy_matrix', 'Lab', 'lab_table', 'sweep_table', 'save_records', 'fit_router',
            'mix_replay', 'fisher_diagonal', 'ewc_penalty', 'ewc_hooks', 'expand_head', 'run_lab', 'lab_summary',
-           'tied_with_best']
+           'tied_with_best', 'lab_sentence']
 
 # %% ../nbs/09_continual.ipynb #ffe048ce
 LABELS3 = ("negative", "positive", "neutral")  # class names once the neutral class is added
@@ -41,7 +41,8 @@ LABELS3 = ("negative", "positive", "neutral")  # class names once the neutral cl
 @dataclass
 class LabConfig:
     "The protocol shared by every method of the continual-learning lab: one experiment budget per task, and the rates."
-    budget: Budget = field(default_factory=lambda: Budget(n_train=1500, balanced=True, n_eval=500, epochs=1))  # per task: training rows (balanced), validation and test rows, epochs, batch, tokens, seeds
+    # per task: training rows (balanced), validation and test rows, epochs, batch, tokens, seeds, precision
+    budget: Budget = field(default_factory=lambda: Budget(n_train=1500, balanced=True, n_eval=500, epochs=1))
     n_probe: int = 200  # fixed task-A training examples for the Fisher information, the drift measure and the router
     lr: float = 5e-5  # peak rate of full fine-tuning, both stages (`run_lab` chooses it on A's validation set)
     lora_lr: float = 1e-3  # peak rate of LoRA on B (`run_lab` chooses it on the validation sets of both tasks)
@@ -206,7 +207,7 @@ def _knob(r: dict) -> str:
 
 
 def lab_table(records: list[dict],  # records of the lab's methods (this notebook's, or `load_results("continual-*")`)
-             ) -> pd.DataFrame:  # one row per method record (by name): method, the four test accuracies, average, forgetting, drift, valid
+             ) -> pd.DataFrame:  # a row per method record (by name): method, 4 test accuracies, average, forgetting, drift
     "The lab's records as a table of test numbers (records that are not a method's, such as searches, are left out)."
     rows = []
     for r in records:
@@ -492,21 +493,26 @@ def run_lab(cfg: LabConfig | Lab | None = None,  # the protocol (default LabConf
         run = _runner(lab, label, out.get("task_a", {}).get("chosen"), results_dir, log)
         if grid == (None,):  # nothing to choose: every seed runs as it is
             runs = [run(None, s) for s in seeds]
-            res = {"chosen": None, "runs": runs, "tried": [(None, runs[0]["metrics"]["accuracy"], runs[0]["valid"], runs[0]["failed"])]}
+            first = runs[0]
+            res = {"chosen": None, "runs": runs, "tried": [(None, first["metrics"]["accuracy"], first["valid"], first["failed"])]}
         else: res = search(run, grid, seeds, widen if len(grid) > 3 else 0)
         why = "" if any(ok for _, _, ok, _ in res["tried"]) else "every value tried failed the gates: " + "; ".join(
             sorted({f for *_, fails in res["tried"] for f in fails}))
         save_result(f"continual-{label}-search", {}, {}, label=label, method=LAB_METHODS.get(label, "full FT on A"),
                     grid=list(grid), chosen=res["chosen"], tried=res["tried"], reason=why, protocol=asdict(lab.cfg),
                     results_dir=results_dir, overwrite=True)
-        if label == "task_a" and res["chosen"] is None: raise RuntimeError(f"task A never learned at any rate tried: {res['tried']}")
+        if label == "task_a" and res["chosen"] is None:
+            raise RuntimeError(f"task A never learned at any rate tried: {res['tried']}")
         out[label] = res
     return out
 
 # %% ../nbs/09_continual.ipynb #b6edc079
-MEASURES = {"A after A": lambda r: r["test"]["matrix"][0][0], "A after B": lambda r: r["test"]["matrix"][1][0],
-            "B after B": lambda r: r["test"]["matrix"][1][1], "forgetting": lambda r: r["test"]["forgetting"],
-            "average": lambda r: r["test"]["accuracy"]}  # the lab's test measures, reduced over seeds
+def _cell(i: int, j: int) -> Callable: return lambda r: r["test"]["matrix"][i][j] if "matrix" in r["test"] else np.nan
+
+
+MEASURES = {"A after A": _cell(0, 0), "A after B": _cell(1, 0), "B after B": _cell(1, 1),
+            "forgetting": lambda r: r["test"].get("forgetting", np.nan),
+            "average": lambda r: r["test"]["accuracy"]}  # the lab's test measures, reduced over seeds (NaN: not a method's)
 
 
 def lab_summary(results_dir=None,  # default: see `ft_kit.results.search_dirs`
@@ -526,3 +532,30 @@ def tied_with_best(summary: pd.DataFrame,  # from `lab_summary` (rows with statu
     best = m.idxmin() if lowest else m.idxmax()
     overlap = (m - h <= m[best] + h[best]) & (m + h >= m[best] - h[best])
     return best, [k for k in ok.index if overlap[k] and k != best]
+
+# %% ../nbs/09_continual.ipynb #a2236a19
+def _pm(row: pd.Series, col: str, pct: bool = True) -> str:
+    "'mean ± half-width of the 95% interval' of a measure, in percent or in signed points."
+    m, h = 100 * row[f"{col}_mean"], 100 * row[f"{col}_ci95"]
+    return f"{m:.1f}% ± {h:.1f}" if pct else f"{m:+.1f} ± {h:.1f} points"
+
+
+def lab_sentence(s: pd.DataFrame,  # from `lab_summary`, with every method of LAB_METHODS
+                ) -> str:  # the lesson's conclusion, ranking only what the 95% intervals separate
+    "What the full-size lab shows, in a few sentences generated from its summary."
+    one = s.loc[["seq_full", "seq_lora", "replay", "ewc"]]  # one model for both tasks, both tasks binary
+    q, ad, rt, jt = (s.loc[k] for k in ("seq_full", "adapters", "adapters_routed", "joint"))
+    best, tied = tied_with_best(one, "average")
+    low, low_tied = tied_with_best(one, "forgetting", lowest=True)
+    name = lambda k: f"{s.loc[k, 'method']} ({_pm(s.loc[k], 'average')})"
+    return (f"Over {int(s['seeds'].min())} seeds per method (mean ± half-width of the 95% interval), every method starts "
+            f"from the same task-A model, {_pm(q, 'A after A')} on A. Sequential full fine-tuning ends at "
+            f"{_pm(q, 'A after B')} on A: forgetting {_pm(q, 'forgetting', False)}. Of the methods that keep one model for "
+            f"both tasks, the best average of the two final accuracies is {name(best)}"
+            + (f"; the seeds cannot tell it from {', '.join(name(k) for k in tied)}, whose intervals overlap its own." if tied
+               else ", ahead of every other one-model method beyond the intervals.")
+            + f" The lowest forgetting is {s.loc[low, 'method']}'s ({_pm(s.loc[low], 'forgetting', False)})"
+            + (f", within the intervals of {', '.join(s.loc[k, 'method'] for k in low_tied)}." if low_tied else ".")
+            + f" An adapter per task keeps A exactly ({_pm(ad, 'A after B')}) and learns B to {_pm(ad, 'B after B')}; with "
+            f"the router choosing the adapter, A is at {_pm(rt, 'A after B')}. Joint training, with all of A's data at hand, "
+            f"reaches {_pm(jt, 'A after B')} on A and {_pm(jt, 'B after B')} on B.")

@@ -16,9 +16,9 @@ from torch import nn
 import _tiny
 from transformers import BertForSequenceClassification
 
-from ft_kit.continual import (LAB_METHODS, LABELS3, TAGS, Lab, LabConfig, cosine_drift, ewc_hooks, ewc_penalty, expand_head,
-                              fisher_diagonal, lab_summary, lab_table, mix_replay, prediction_kl, run_lab, sweep_table,
-                              tied_with_best)
+from ft_kit.continual import (LAB_METHODS, LABELS3, TAGS, Lab, LabConfig, cosine_drift, ewc_hooks, ewc_penalty,
+                              expand_head, fisher_diagonal, lab_sentence, lab_summary, lab_table, mix_replay,
+                              prediction_kl, run_lab, sweep_table, tied_with_best)
 from ft_kit.experiment import Budget, run_name
 from ft_kit.data import load_tweets, repair_text
 from ft_kit.lora import LoRAConfig, apply_lora, load_adapter, save_adapter
@@ -273,6 +273,20 @@ def test_run_lab_searches_then_repeats_and_reads_back(tmp_path):
     lo, hi = scipy.stats.t.interval(0.95, 2, loc=np.mean(accs), scale=scipy.stats.sem(accs))
     assert s.loc["replay", "average_ci95"] == pytest.approx((hi - lo) / 2)
     assert "task_a" not in s.index and s.loc["seq_full", "seeds"] == 4  # the last protocol's seeds
+
+
+def test_lab_sentence_ranks_only_what_the_intervals_separate():
+    rows = {"seq_full": (0.70, 0.02, 0.10), "seq_lora": (0.77, 0.01, 0.03), "replay": (0.78, 0.02, 0.01), "ewc": (0.72, 0.01, 0.06),
+            "adapters": (0.80, 0.01, 0.0), "adapters_routed": (0.79, 0.01, 0.005), "joint": (0.82, 0.01, -0.01)}
+    s = pd.DataFrame({k: {"method": LAB_METHODS[k], "status": "ok", "seeds": 3, "average_mean": a, "average_ci95": h,
+                          "forgetting_mean": f, "forgetting_ci95": 0.01, "A after A_mean": 0.8, "A after A_ci95": 0.01,
+                          "A after B_mean": 0.8 - f, "A after B_ci95": 0.01, "B after B_mean": 0.85, "B after B_ci95": 0.01}
+                      for k, (a, h, f) in rows.items()}).T
+    text = lab_sentence(s)
+    assert "best average of the two final accuracies is rehearsal (78.0% ± 2.0); the seeds cannot tell it from sequential LoRA" in text
+    assert "EWC (72" not in text  # 0.71..0.73 is apart from 0.76..0.80
+    assert "The lowest forgetting is rehearsal's (+1.0 ± 1.0 points), within the intervals of sequential LoRA." in text
+    assert "Over 3 seeds" in text and "forgetting +10.0 ± 1.0 points" in text
 
 
 def test_tied_with_best_uses_the_intervals():
