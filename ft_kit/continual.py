@@ -131,8 +131,8 @@ class Lab:
         return train(model, {"train": df}, self.last_config, self.tok, progress=False).train_time_s
 
     def scores(self, model: nn.Module) -> dict:
-        "Class probabilities of `model`: 'validation' and 'test' -> 'A', 'B' -> (N, C)."
-        return {p: {t: predict(model, self.loaders[p][t]) for t in ("A", "B")} for p in PARTS}
+        "Class probabilities of `model`, in the budget's precision: 'validation' and 'test' -> 'A', 'B' -> (N, C)."
+        return {p: {t: predict(model, self.loaders[p][t], self.cfg.budget.precision) for t in ("A", "B")} for p in PARTS}
 
 # %% ../nbs/09_continual.ipynb #2b2d5600
 TAGS = {"replay": "f", "ewc": "lam"}  # what a method's searched value is, in its run names (otherwise a learning rate)
@@ -418,7 +418,7 @@ def incremental(self: Lab) -> dict:  # record 'incremental', with the neutral cl
     a = self.train_a()
     m = copy.deepcopy(self.model); m.load_state_dict(a["state"]); expand_head(m, 1, names=LABELS3); start = trainable_state(m)
     seconds = self.fit(m, self.data["B3"]["train"])
-    s, p3 = self.scores(m), {p: predict(m, self.loaders[p]["B3"]) for p in PARTS}
+    s, p3 = self.scores(m), {p: predict(m, self.loaders[p]["B3"], self.cfg.budget.precision) for p in PARTS}
     rec = self.record("incremental", "incremental (+ neutral)", a, s, embed(m, self.probe), a["time"] + seconds,
                       change=weight_change(start, m), gate_b=evaluate(self.truth["validation"]["B3"], p3["validation"]))
     pa, ya, y3 = s["test"]["A"], self.labels["A"], self.labels["B3"]
