@@ -25,7 +25,7 @@ from .lora import LoRAConfig, apply_lora, lora_state_dict
 from .metrics import accuracy, confusion_matrix, evaluate
 from .models import load_encoder, sentence_vectors
 from .peft_methods import fit_logistic
-from .results import describe_split, find_result, save_result, state_mb, to_jsonable
+from .results import describe_split, find_result, load_results, save_result, state_mb, to_jsonable
 from .train import load_trainable, logits_of, predict, to_device, train, trainable_state
 
 # %% auto #0
@@ -519,7 +519,16 @@ def lab_summary(results_dir=None,  # default: see `ft_kit.results.search_dirs`
                ) -> pd.DataFrame:  # one row per method: chosen value, status, seeds, and '<measure>_mean', '_ci95', ...
     "Each method of the lab at its chosen value over its seeds: the five test measures' means and 95% intervals."
     agg = aggregate("continual", results_dir, measures=MEASURES)
-    return agg.drop(index="task_a", errors="ignore") if len(agg) else agg
+    if not len(agg): return agg
+    edges = {s["label"]: _edge(s) for s in load_results("continual-*-search", results_dir)}
+    return agg.assign(edge=[edges.get(k, "") for k in agg.index]).drop(index="task_a", errors="ignore")
+
+
+def _edge(search: dict) -> str:
+    "'lowest' or 'highest' when a search chose the edge of what it tried (a value beyond might do better), else ''."
+    values = [v for v, *_ in search.get("tried", []) if v is not None]
+    if len(values) < 2 or search.get("chosen") is None: return ""
+    return "lowest" if search["chosen"] == min(values) else "highest" if search["chosen"] == max(values) else ""
 
 
 def tied_with_best(summary: pd.DataFrame,  # from `lab_summary` (rows with status 'ok' are compared)
@@ -548,8 +557,11 @@ def lab_sentence(s: pd.DataFrame,  # from `lab_summary`, with every method of LA
     best, tied = tied_with_best(one, "average")
     low, low_tied = tied_with_best(one, "forgetting", lowest=True)
     name = lambda k: f"{s.loc[k, 'method']} ({_pm(s.loc[k], 'average')})"
-    return (f"Over {int(s['seeds'].min())} seeds per method (mean ± half-width of the 95% interval), every method starts "
-            f"from the same task-A model, {_pm(q, 'A after A')} on A. Sequential full fine-tuning ends at "
+    knob = {"seq_lora": "learning rate", "adapters": "learning rate", "replay": "replay share", "ewc": "strength"}
+    edge = [f"{s.loc[k, 'method']}'s {what} ({s.loc[k, 'chosen']:g}) is the {s.loc[k, 'edge']} value its search tried"
+            for k, what in knob.items() if k in s.index and s.loc[k].get("edge")]
+    return (f"Over {int(s['seeds'].min())} seeds per method (mean ± half-width of the 95% interval), every sequential "
+            f"method starts from the same task-A model, {_pm(q, 'A after A')} on A. Sequential full fine-tuning ends at "
             f"{_pm(q, 'A after B')} on A: forgetting {_pm(q, 'forgetting', False)}. Of the methods that keep one model for "
             f"both tasks, the best average of the two final accuracies is {name(best)}"
             + (f"; the seeds cannot tell it from {', '.join(name(k) for k in tied)}, whose intervals overlap its own." if tied
@@ -558,4 +570,5 @@ def lab_sentence(s: pd.DataFrame,  # from `lab_summary`, with every method of LA
             + (f", within the intervals of {', '.join(s.loc[k, 'method'] for k in low_tied)}." if low_tied else ".")
             + f" An adapter per task keeps A exactly ({_pm(ad, 'A after B')}) and learns B to {_pm(ad, 'B after B')}; with "
             f"the router choosing the adapter, A is at {_pm(rt, 'A after B')}. Joint training, with all of A's data at hand, "
-            f"reaches {_pm(jt, 'A after B')} on A and {_pm(jt, 'B after B')} on B.")
+            f"reaches {_pm(jt, 'A after B')} on A and {_pm(jt, 'B after B')} on B."
+            + (f" At the edge of a search: {'; '.join(edge)}, so a value beyond it might do better." if edge else ""))

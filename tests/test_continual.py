@@ -286,7 +286,10 @@ def test_lab_sentence_ranks_only_what_the_intervals_separate():
     assert "best average of the two final accuracies is rehearsal (78.0% ± 2.0); the seeds cannot tell it from sequential LoRA" in text
     assert "EWC (72" not in text  # 0.71..0.73 is apart from 0.76..0.80
     assert "The lowest forgetting is rehearsal's (+1.0 ± 1.0 points), within the intervals of sequential LoRA." in text
-    assert "Over 3 seeds" in text and "forgetting +10.0 ± 1.0 points" in text
+    assert "Over 3 seeds" in text and "forgetting +10.0 ± 1.0 points" in text and "edge" not in text
+    s["chosen"], s["edge"] = np.nan, ""
+    s.loc["ewc", ["chosen", "edge"]] = 3000.0, "lowest"
+    assert "At the edge of a search: EWC's strength (3000) is the lowest value its search tried" in lab_sentence(s)
 
 
 def test_tied_with_best_uses_the_intervals():

@@ -12,7 +12,8 @@ RECORDS = sorted(p.stem for p in (ROOT / "data" / "results").glob("*.json"))
 # what a lesson prints when a record is missing -> the records whose presence makes that text false
 ABSENCE = {"no results saved yet": "*", "No benchmark result is saved yet": "bench_loops",
            "No full-size result is saved yet": "minilm_full_ft", "demo run (run `make results` for the full size)": "peft-*-search",
-           "demo run (run `make results` for the full grid)": "transfer-*", "the GPU benchmark has not been run yet": "gpu_minilm_*"}
+           "demo run (run `make results` for the full grid)": "transfer-*", "the GPU benchmark has not been run yet": "gpu_minilm_*",
+           "No load test saved yet": "bench_serve"}
 
 
 def saved_text(nb: Path) -> str:
@@ -87,6 +88,9 @@ def _summaries() -> list[tuple[str, str]]:
         t = protocol_table("peft", d)
         out += [("07_peft", protocol_summary(t)), ("07_peft", sweep_summary(rank_sweep(t)))]
     if list(d.glob("transfer-*-search.json")): out.append(("05_transfer", transfer_summary(transfer_curves("transfer", d))))
+    if list(d.glob("continual-*-search.json")):
+        from ft_kit.continual import lab_sentence, lab_summary
+        out.append(("09_continual", lab_sentence(lab_summary(d))))
     return out
 
 
@@ -103,7 +107,7 @@ TYPED = re.compile(r"(?<![\w.`$-])\d+(?:[.,]\d+)*\s*(?:%|s\b|min\b|x\b|points?\b
 ALLOWED = {"01_data": {"80%", "10%", "128 tokens"}, "02_models": {"30,522 tokens"}, "03_losses": {"95%", "80%"},
            "04_metrics": {"90%", "10%", "4 x", "95%"}, "04b_train": {"128 tokens", "10%"},
            "04c_distributed": {"2x", "1x"}, "04d_experiment": {"95%"}, "06_lora": {"384 x"}, "07_peft": {"95%"},
-           "08_prompting": {"50%", "95%"}, "10_deploy": {"4x"}, "index": {"30 s"}}  # split shares, gate thresholds, textbook examples
+           "08_prompting": {"50%", "95%"}, "09_continual": {"95%"}, "10_deploy": {"4x"}, "index": {"30 s"}}  # split shares, gate thresholds, textbook examples
 
 
 def typed_numbers(markdown: str) -> list[str]:
