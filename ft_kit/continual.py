@@ -487,6 +487,8 @@ def run_lab(cfg: LabConfig | Lab | None = None,  # the protocol (default LabConf
             device=None,  # see `ft_kit.models.get_device`
            ) -> dict:  # label -> the search's result (chosen, tried, runs)
     "The lab on the experiment layer: full FT's rate chosen on A, each method's value on both tasks, every seed at it."
+    if unknown := [k for k in labels or () if k not in LAB_METHODS]:
+        raise ValueError(f"unknown lab method(s) {unknown}: choose from {list(LAB_METHODS)}")
     lab, out = cfg if isinstance(cfg, Lab) else Lab(cfg, device), {}
     for label in ("task_a", *(labels or LAB_METHODS)):
         grid, seeds = LAB_GRIDS.get(label, (None,)), lab.cfg.budget.seeds

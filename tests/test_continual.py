@@ -273,6 +273,8 @@ def test_run_lab_searches_then_repeats_and_reads_back(tmp_path):
     lo, hi = scipy.stats.t.interval(0.95, 2, loc=np.mean(accs), scale=scipy.stats.sem(accs))
     assert s.loc["replay", "average_ci95"] == pytest.approx((hi - lo) / 2)
     assert "task_a" not in s.index and s.loc["seq_full", "seeds"] == 4  # the last protocol's seeds
+    with pytest.raises(ValueError, match=r"unknown lab method\(s\) \['rehearsal'\]: choose from"):
+        run_lab(lab, tmp_path, labels=("replay", "rehearsal"))  # a typo in CONTINUAL_LABELS: said before anything runs
 
 
 def test_lab_sentence_ranks_only_what_the_intervals_separate():
