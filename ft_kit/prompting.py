@@ -24,7 +24,7 @@ from .experiment import failures, run_name, search, weight_change
 from .metrics import evaluate
 from .models import sentence_vectors
 from .results import find_result, save_result
-from .train import autocast, trainable_state
+from .train import autocast, make_scheduler, trainable_state
 
 # %% auto #0
 __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache',
@@ -438,6 +438,8 @@ class AnswerTuneConfig:
     batch_size: int = 8  # snippets per step (drawn with both classes, without replacement within a step)
     seed: int = 0  # seed of the batches
     precision: str = "fp32"  # 'fp32', 'bf16' or 'auto' (ft_kit.train.autocast; fp32 weights, optimizer and loss)
+    schedule: str = "constant"  # 'constant' learning rate, or 'linear': warm-up, then linear decay to 0 at the last step
+    warmup_ratio: float = 0.1  # share of the steps spent warming up (the 'linear' schedule only)
 
 
 def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapter (only trainable parameters move)
@@ -447,7 +449,11 @@ def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapte
                   cfg: AnswerTuneConfig = AnswerTuneConfig(),  # steps, learning rate, batch size
                  ) -> list[float]:  # the loss of each step
     "Fine-tune on `template(text) + word(label)` with the loss on the word alone (no demonstrations, no chat)."
+    if cfg.schedule not in ("constant", "linear"):
+        raise ValueError(f"AnswerTuneConfig.schedule must be 'constant' or 'linear', not {cfg.schedule!r}")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    warmup = round(cfg.warmup_ratio * cfg.steps) if cfg.schedule == "linear" else 0
+    sched = make_scheduler(opt, warmup, cfg.steps) if cfg.schedule == "linear" else None
     losses = []
     model.train()
     for step in range(cfg.steps):
@@ -458,6 +464,7 @@ def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapte
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = answer_loss(logits.float(), batch["labels"])  # the loss in fp32 whatever the forward pass used
         opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        if sched: sched.step()
     model.eval()
     return losses
 
@@ -471,6 +478,15 @@ def lora_lm(model: nn.Module,  # a causal LM (its own weights get frozen)
     from peft import LoraConfig, get_peft_model
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
                                             task_type="CAUSAL_LM"))
+
+
+def _same_config(old: dict, cfg: AnswerTuneConfig) -> dict:
+    "A saved run, read back only if it ran with `cfg` (fields it lacks take their defaults): else a clear error."
+    saved = {**asdict(AnswerTuneConfig()), **old.get("config", {})}
+    if diff := [f"{k}: {saved[k]!r} there, {v!r} here" for k, v in asdict(cfg).items() if saved[k] != v]:
+        raise ValueError(f"record {old['name']} ran with another setting ({'; '.join(diff)}): give this "
+                         "configuration its own label, or delete that record to rerun it")
+    return old
 
 
 def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
@@ -487,7 +503,7 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
     "Fine-tune the LM on its prompt's label word through the experiment layer: search, seeds, gates, a record per run."
     def run(lr, seed):
         name = run_name(prefix, label, seed, lr)
-        if old := find_result(name, results_dir): return old  # resumable: a finished run is read back
+        if old := find_result(name, results_dir): return _same_config(old, replace(cfg, lr=lr, seed=seed))  # resumable
         torch.manual_seed(seed)
         model, tok = make_lm()
         before, t, c = trainable_state(model), time.perf_counter(), replace(cfg, lr=lr, seed=seed)

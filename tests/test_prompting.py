@@ -187,6 +187,31 @@ def test_answer_tune_point_searches_gates_and_resumes(lm, tmp_path, monkeypatch)
     again = pr.answer_tune_point("tiny", make, pr.PromptSetup(), data, grid=(1e-4, 1e-3), seeds=(0, 1), cfg=cfg, prefix="pt",
                                  results_dir=tmp_path)
     assert again["chosen"] == rec["chosen"] and again["tried"] == rec["tried"]
+    with pytest.raises(ValueError, match=r"another setting \(schedule: 'constant' there, 'linear' here"):
+        pr.answer_tune_point("tiny", make, pr.PromptSetup(), data, grid=(1e-4, 1e-3), seeds=(0, 1), prefix="pt",
+                             cfg=pr.AnswerTuneConfig(steps=2, batch_size=4, schedule="linear"), results_dir=tmp_path)
+
+
+def test_train_answers_linear_schedule_warms_up_then_decays(lm, monkeypatch):
+    "The 'linear' schedule: step i runs at lr * i / w during the warm-up, then lr * (T - i) / (T - w); 'constant' at lr."
+    import pandas as pd
+    from ft_kit import prompting as pr
+    _, tok = lm
+    rows = pd.DataFrame({"text": TEXTS + DEMOS_T, "label": [1, 0, 0, 1] + DEMOS_Y})
+    seen = []
+    class Recording(torch.optim.AdamW):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"]); return super().step(closure)
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    lr, T = 1e-3, 10
+    for schedule in ("linear", "constant"):
+        seen.clear()
+        pr.train_answers(pr.lora_lm(_tiny_llama(len(tok), tok.pad_token_id)), tok, pr.PromptSetup(), rows,
+                         pr.AnswerTuneConfig(steps=T, batch_size=2, lr=lr, schedule=schedule, warmup_ratio=0.2))
+        want = [lr * (i / 2 if i < 2 else (T - i) / (T - 2)) for i in range(T)] if schedule == "linear" else [lr] * T
+        np.testing.assert_allclose(seen, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="'constant' or 'linear'"):
+        pr.train_answers(None, tok, pr.PromptSetup(), rows, pr.AnswerTuneConfig(schedule="cosine"))
 
 
 def _icl_record(k, how, seed, acc, cal, prior, pos, labels):
