@@ -480,6 +480,14 @@ def lora_lm(model: nn.Module,  # a causal LM (its own weights get frozen)
                                             task_type="CAUSAL_LM"))
 
 
+@torch.no_grad()
+def _timed_scores(model, tokenizer, setup: PromptSetup, df: pd.DataFrame, precision: str) -> tuple[dict, float]:
+    "The prompt's metrics on `df` (text, label), and the seconds of scoring per snippet."
+    t = time.perf_counter()
+    scores = score_texts(model, tokenizer, setup, list(df["text"]), precision=precision)
+    return evaluate_scores(df["label"].tolist(), scores), (time.perf_counter() - t) / len(df)
+
+
 def _same_config(old: dict, cfg: AnswerTuneConfig) -> dict:
     "A saved run, read back only if it ran with `cfg` (fields it lacks take their defaults): else a clear error."
     saved = {**asdict(AnswerTuneConfig()), **old.get("config", {})}
@@ -509,13 +517,10 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
         before, t, c = trainable_state(model), time.perf_counter(), replace(cfg, lr=lr, seed=seed)
         losses = train_answers(model, tok, setup, data["train"], c)
         secs = time.perf_counter() - t
-        with torch.no_grad():
-            val, test = (evaluate_scores(data[k]["label"].tolist(), score_texts(model, tok, setup, list(data[k]["text"]),
-                                                                                precision=c.precision))
-                         for k in ("validation", "test"))
+        (val, _), (test, latency) = (_timed_scores(model, tok, setup, data[k], c.precision) for k in ("validation", "test"))
         failed = failures(val, weight_change(before, model))
         return json.loads(save_result(name, c, val, results_dir=results_dir, overwrite=True, label=label, seed=seed, value=lr,
-                                      valid=not failed, failed=failed, test=test, train_time_s=secs, losses=losses,
+                                      valid=not failed, failed=failed, test=test, train_time_s=secs, latency_s=latency, losses=losses,
                                       params={"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
                                       ).read_text())
     out = search(run, grid, seeds, widen=widen)

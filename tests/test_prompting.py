@@ -180,7 +180,7 @@ def test_answer_tune_point_searches_gates_and_resumes(lm, tmp_path, monkeypatch)
     runs = [r for r in load_results("pt-tiny-*", tmp_path) if not r["name"].endswith("-search")]
     assert len(runs) >= 2 and all(r["value"] in [t[0] for t in rec["tried"]] for r in runs)
     assert all(r["valid"] == (not r["failed"]) and r["params"]["trainable"] > 0 for r in runs)
-    assert all(len(r["losses"]) == 2 and "test" in r for r in runs)
+    assert all(len(r["losses"]) == 2 and "test" in r and 0 < r["latency_s"] < 60 for r in runs)
     row = aggregate("pt", tmp_path).loc["tiny"]
     if rec["chosen"] is None: assert row["status"] == "failed" and rec["reason"].startswith("every value tried failed")
     monkeypatch.setattr(pr, "train_answers", lambda *a, **k: pytest.fail("a finished run was trained again"))
