@@ -1,23 +1,29 @@
 """`make bench`: training loops, inference and prompt scoring, each timed at least twice, alternated, medians reported.
 
-Training, on the same model, data, batch size and steps: the kit's loop in fp32 and in bf16 autocast, Hugging Face
-Trainer as it comes (random order, fp32) and Trainer configured well (`train_sampling_strategy="group_by_length"`,
-`bf16=True`), and the naive pad-to-128 loop. For each: real tokens/s, padded/real token ratio, peak memory (resident
-set sampled during the loop, above what it was before), GFLOP/s against measured fp32 and bf16 matmul ceilings.
+Training, on the same model, data, batch size and steps: the kit's loop in fp32 and in bf16 autocast (and in bf16
+without reusing freed memory, `ft_kit.train.reuse_freed_memory`), Hugging Face Trainer as it comes (random order,
+fp32), Trainer configured well (`train_sampling_strategy="group_by_length"`, `bf16=True`), the same Trainer in a
+process that reuses freed memory as the kit's loop does, and the naive pad-to-128 loop. Each loop sets the memory
+setting it runs under, and each timing runs in a fresh process (spawned, kernels warmed up untimed), so no loop's
+process-wide setting reaches another and the order of the loops changes nothing. For each: real tokens/s,
+padded/real token ratio, peak memory (resident set sampled during the loop, above what it was before), GFLOP/s
+against measured fp32 and bf16 matmul ceilings.
 Inference: `ft_kit.train.predict` snippets/s in fp32 and bf16. Frozen layers: an epoch of head-only training with the
 encoder recomputed against read from `ft_kit.experiment.cached_bottom`. Then the SmolLM2 scorer (bench/prompting.py) and the
 service under load (bench/serve_load.py). Records: bench_loops, bench_inference, bench_frozen_cache, bench_prompting, bench_serve.
 
-Size: BENCH_N (training snippets, default 512), BENCH_EPOCHS (1), BENCH_BATCH (16), BENCH_ROUNDS (2).
+Size: BENCH_N (training snippets, default 512), BENCH_EPOCHS (1), BENCH_BATCH (16), BENCH_ROUNDS (3).
 """
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import os
 import statistics
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import psutil
 import torch
@@ -26,12 +32,12 @@ from torch import nn
 from ft_kit.data import TextDataset, load_splits, make_loader, sample_balanced
 from ft_kit.models import get_device, load_encoder
 from ft_kit.results import save_result
-from ft_kit.train import TrainConfig, naive_train, predict, seed_everything, train
+from ft_kit.train import TrainConfig, naive_train, predict, reuse_freed_memory, seed_everything, train
 
 N = int(os.environ.get("BENCH_N", 512))  # training snippets
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", 1))  # passes over them
 BS = int(os.environ.get("BENCH_BATCH", 16))  # batch size of every loop
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 2))  # timings of each loop (alternated; the median is reported)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))  # timings of each loop (alternated; the median is reported)
 LR = 5e-5  # the same peak learning rate everywhere
 
 
@@ -89,10 +95,11 @@ def kit_shapes(df, tok, cfg: TrainConfig) -> list[tuple[int, int]]:
     return shapes
 
 
-def run_kit(df, device, precision: str) -> dict:
-    "The kit's loop: length buckets, dynamic padding, fused AdamW, no validation (the others have none)."
+def run_kit(df, device, precision: str, reuse: bool = True) -> dict:
+    "The kit's loop: length buckets, dynamic padding, fused AdamW, freed memory reused (unless not `reuse`), no validation."
+    if reuse: reuse_freed_memory()  # else glibc's defaults, as a fresh process has them
     seed_everything(0); m, tok = load_encoder(device=device)
-    cfg = TrainConfig(lr=LR, epochs=EPOCHS, batch_size=BS, precision=precision)
+    cfg = TrainConfig(lr=LR, epochs=EPOCHS, batch_size=BS, precision=precision, reuse_memory=reuse)
     with PeakRSS() as mem: r = train(m, {"train": df}, cfg, tok, progress=False)
     return {"seconds": r.train_time_s, "tokens": r.tokens, "padded_tokens": r.padded_tokens,
             "flops": train_flops(m, kit_shapes(df, tok, cfg)), "peak_mb": mem.mb, "loss_last": r.history["train"][-1]["loss"]}
@@ -106,9 +113,11 @@ class _Shapes:
         b = self.collate(items); self.shapes.append(tuple(b["input_ids"].shape)); return b
 
 
-def run_trainer(df, device, fast: bool) -> dict:
-    "Hugging Face Trainer with dynamic padding, the same schedule and batch size; `fast`: group_by_length + bf16."
+def run_trainer(df, device, fast: bool, reuse: bool = False) -> dict:
+    """Hugging Face Trainer with dynamic padding, the same schedule and batch size; `fast`: group_by_length + bf16;
+    `reuse`: in a process whose freed memory is reused (what the kit's loop sets), else with glibc's defaults."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    if reuse: reuse_freed_memory()  # else glibc's defaults, as a fresh process has them
     seed_everything(0); m, tok = load_encoder(device=device)
     ds = TextDataset(df, tok, 128)
     steps = EPOCHS * -(-len(ds) // BS)
@@ -128,7 +137,7 @@ def run_trainer(df, device, fast: bool) -> dict:
 
 
 def run_naive(df, device) -> dict:
-    "The seed-style loop: every text padded to 128, plain AdamW, constant learning rate."
+    "The seed-style loop: every text padded to 128, plain AdamW, constant learning rate, glibc's memory defaults."
     torch.manual_seed(0); m, tok = load_encoder(device=device)
     with PeakRSS() as mem: r = naive_train(m, tok, df, epochs=EPOCHS, batch_size=BS, lr=LR)
     shapes = [(min(BS, len(df) - i), 128) for i in range(0, len(df), BS)] * EPOCHS
@@ -137,8 +146,11 @@ def run_naive(df, device) -> dict:
 
 
 LOOPS = {"kit_fp32": lambda df, d: run_kit(df, d, "fp32"), "kit_bf16": lambda df, d: run_kit(df, d, "bf16"),
+         "kit_bf16_no_reuse": lambda df, d: run_kit(df, d, "bf16", reuse=False),
          "trainer_default": lambda df, d: run_trainer(df, d, False), "trainer_fast": lambda df, d: run_trainer(df, d, True),
-         "naive": run_naive}
+         "trainer_fast_reuse": lambda df, d: run_trainer(df, d, True, reuse=True), "naive": run_naive}
+REUSE = {"kit_fp32", "kit_bf16", "trainer_fast_reuse"}  # the loops that run with freed memory reused
+FP32 = {"kit_fp32", "trainer_default", "naive"}  # the loops that compute in fp32
 
 
 def alternated(fns: dict, rounds: int) -> dict[str, list]:
@@ -158,13 +170,33 @@ def median_row(runs: list[dict], ceilings: dict) -> dict:
             "of_bf16_ceiling": r0["flops"] / sec / 1e9 / ceilings["bf16"]}
 
 
+def _loop_in_child(name: str, n: int, threads: int) -> dict:
+    "One timing of loop `name` in this fresh process: the same sample, kernels warmed up first, untimed."
+    torch.set_num_threads(threads); device = get_device()
+    df = sample_balanced(load_splits()["train"], n, seed=0)
+    warm, tok = load_encoder(device=device)  # warm up the kernels once, untimed, in the loop's own memory setting
+    cfg = TrainConfig(epochs=1, batch_size=BS, precision="fp32" if name in FP32 else "bf16", reuse_memory=name in REUSE)
+    train(warm, {"train": df[:2 * BS]}, cfg, tok, progress=False)
+    del warm
+    return LOOPS[name](df, device)
+
+
+def in_fresh_process(name: str) -> dict:
+    "Time loop `name` in a new process: a process-wide setting of one loop (the kit's memory reuse) cannot touch another."
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(_loop_in_child, name, N, torch.get_num_threads()).result()
+
+
 def bench_training(df, device, ceilings: dict) -> dict:
-    "Every training loop, alternated, medians; the ratios the speed goals are stated in."
-    runs = alternated({k: (lambda f=f: f(df, device)) for k, f in LOOPS.items()}, ROUNDS)
+    "Every training loop, each timing in a fresh process, alternated, medians; the ratios the speed goals are stated in."
+    runs = alternated({k: (lambda k=k: in_fresh_process(k)) for k in LOOPS}, ROUNDS)
     res = {k: median_row(v, ceilings) for k, v in runs.items()}
     tps = {k: v["tokens_per_s"] for k, v in res.items()}
     return {**res, "kit_bf16_vs_trainer_default": tps["kit_bf16"] / tps["trainer_default"],
             "kit_bf16_vs_trainer_fast": tps["kit_bf16"] / tps["trainer_fast"], "kit_bf16_vs_kit_fp32": tps["kit_bf16"] / tps["kit_fp32"],
+            "kit_bf16_vs_trainer_fast_reuse": tps["kit_bf16"] / tps["trainer_fast_reuse"],
+            "reuse_gain_kit": tps["kit_bf16"] / tps["kit_bf16_no_reuse"], "reuse_gain_trainer": tps["trainer_fast_reuse"] / tps["trainer_fast"],
             "kit_fp32_vs_naive": tps["kit_fp32"] / tps["naive"], "kit_bf16_vs_naive": tps["kit_bf16"] / tps["naive"]}
 
 
@@ -218,6 +250,8 @@ def main() -> dict:
               f"{r['gflops']:8.1f} {r['tokens_per_s'] / tr['naive']['tokens_per_s']:7.2f}x")
     print(f"kit bf16 / Trainer default: {tr['kit_bf16_vs_trainer_default']:.2f}x (goal >= 2.0); kit bf16 / Trainer "
           f"group_by_length+bf16: {tr['kit_bf16_vs_trainer_fast']:.2f}x (goal >= 1.15); kit bf16 / kit fp32: {tr['kit_bf16_vs_kit_fp32']:.2f}x")
+    print(f"freed memory reused: the kit {tr['reuse_gain_kit']:.2f}x, Trainer {tr['reuse_gain_trainer']:.2f}x faster; kit bf16 / "
+          f"Trainer group_by_length+bf16 in a process that reuses freed memory too: {tr['kit_bf16_vs_trainer_fast_reuse']:.2f}x")
     cfg = {"n_train": N, "epochs": EPOCHS, "batch_size": BS, "lr": LR, "rounds": ROUNDS, "device": str(device),
            "threads": torch.get_num_threads()}
     save_result("bench_loops", cfg, {**tr, "ceilings_gflops": ceilings}, split=("train sample", df), overwrite=True)

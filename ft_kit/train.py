@@ -5,6 +5,8 @@
 # %% ../nbs/04b_train.ipynb #205f3fe1
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
 import random
@@ -31,10 +33,10 @@ from .results import checkpoint_mb, describe_split, peak_memory_mb, save_result,
 # %% auto #0
 __all__ = ['PRECISIONS', 'naive_train', 'TrainConfig', 'seed_everything', 'rng_state', 'set_rng_state', 'decays', 'param_groups',
            'make_optimizer', 'warmup_linear', 'make_scheduler', 'bf16_fast', 'resolve_precision', 'autocast',
-           'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model', 'scores_of', 'TrainingDiverged',
-           'check_loss', 'train_step', 'TrainResult', 'trainable_state', 'load_trainable', 'save_checkpoint',
-           'make_loaders', 'seed_loader', 'RunState', 'Run', 'open_writer', 'train', 'record_run', 'set_dropout',
-           'confident_errors']
+           'reuse_freed_memory', 'logits_of', 'to_device', 'logits_and_labels', 'predict', 'evaluate_model',
+           'scores_of', 'TrainingDiverged', 'check_loss', 'train_step', 'TrainResult', 'trainable_state',
+           'load_trainable', 'save_checkpoint', 'make_loaders', 'seed_loader', 'RunState', 'Run', 'open_writer',
+           'train', 'record_run', 'set_dropout', 'confident_errors']
 
 # %% ../nbs/04b_train.ipynb #9cb53b54
 def naive_train(model: nn.Module, # a transformers classifier (it computes its own loss from `labels`)
@@ -84,6 +86,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to TensorBoard under output_dir/tensorboard (needs `tensorboard`)
     precision: str = "fp32"  # 'fp32'; 'bf16' (autocast; fp32 master weights, optimizer and loss); 'auto': bf16 where fast
     accelerate: bool = False  # meant for Accelerate (ft_kit.distributed.distributed_train); train() refuses it
+    reuse_memory: bool = True  # on the CPU, keep freed memory for the next step (`reuse_freed_memory`): no page faults
 
 # %% ../nbs/04b_train.ipynb #40077e5b
 def seed_everything(seed: int, # the one seed of the run
@@ -194,6 +197,19 @@ def autocast(precision: str, # 'fp32', 'bf16' or 'auto'
     if resolve_precision(precision, device) == "fp32": return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
+
+# %% ../nbs/04b_train.ipynb #e79e150c
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+_MALLOC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}  # glibc's own defaults
+
+
+def reuse_freed_memory(on: bool = True, # True: keep freed memory for reuse; False: glibc's defaults again
+                      ) -> bool: # whether the setting was applied (False without glibc, e.g. macOS or Windows)
+    "Keep freed CPU memory in this process so the next step reuses its pages (glibc `mallopt`: no mmap, no trim)."
+    try: mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError): return False
+    values = {_M_TRIM_THRESHOLD: 2**30, _M_MMAP_MAX: 0} if on else _MALLOC_DEFAULTS  # keep up to 1 GiB free on the heap
+    return all(mallopt(k, v) == 1 for k, v in values.items())
 
 # %% ../nbs/04b_train.ipynb #f5cf8097
 def logits_of(model: nn.Module, # a transformers classifier, a peft wrapper of one, or a kit module
@@ -499,6 +515,7 @@ def train(model: nn.Module, # a sequence classifier: transformers, peft-wrapped,
                                         "ft_kit.distributed.distributed_train with the same arguments (lesson 04c); "
                                         "train() is the one-process loop")
     if cfg.output_dir: Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    if cfg.reuse_memory and get_device(cfg.device).type == "cpu": reuse_freed_memory()
     model.to(get_device(cfg.device)); train_dl, val_dl = make_loaders(data, tokenizer, cfg)
     seed_everything(cfg.seed)
     run = Run(model, train_dl, val_dl, cfg, callback)
