@@ -24,7 +24,7 @@ from .experiment import failures, run_name, search, weight_change
 from .metrics import evaluate
 from .models import sentence_vectors
 from .results import find_result, save_result
-from .train import autocast, make_scheduler, trainable_state
+from .train import autocast, make_scheduler, reuse_freed_memory, trainable_state
 
 # %% auto #0
 __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache',
@@ -451,6 +451,7 @@ def train_answers(model: nn.Module,  # a causal LM, e.g. with a peft LoRA adapte
     "Fine-tune on `template(text) + word(label)` with the loss on the word alone (no demonstrations, no chat)."
     if cfg.schedule not in ("constant", "linear"):
         raise ValueError(f"AnswerTuneConfig.schedule must be 'constant' or 'linear', not {cfg.schedule!r}")
+    if _device(model).type == "cpu": reuse_freed_memory()  # no page faults for each step's fresh buffers (lesson 04b)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     warmup = round(cfg.warmup_ratio * cfg.steps) if cfg.schedule == "linear" else 0
     sched = make_scheduler(opt, warmup, cfg.steps) if cfg.schedule == "linear" else None
