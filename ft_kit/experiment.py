@@ -93,13 +93,15 @@ def train_config(budget: Budget, # the experiment's budget
     return cfg if "eval_every" in overrides else replace(cfg, eval_every=steps)
 
 
-def fresh_head(model: nn.Module, # a transformers classifier with a `classifier` Linear layer
+def fresh_head(model: nn.Module, # a transformers classifier: a `classifier` Linear layer (BERT) or `score` (causal LMs)
                seed: int, # the seed of the head's initial weights
               ) -> nn.Module: # the same model
     "Re-initialise the classification head from `seed`, as `from_pretrained` would (normal, std from the config)."
+    head = model.classifier if hasattr(model, "classifier") else model.score
     torch.manual_seed(seed)
     with torch.no_grad():
-        nn.init.normal_(model.classifier.weight, std=model.config.initializer_range); nn.init.zeros_(model.classifier.bias)
+        nn.init.normal_(head.weight, std=model.config.initializer_range)
+        if head.bias is not None: nn.init.zeros_(head.bias)
     return model
 
 # %% ../nbs/04d_experiment.ipynb #ab3f3f20

@@ -160,7 +160,8 @@ def lora_scratch(model: nn.Module, # the encoder classifier
                  target_modules: tuple = ("query", "value"), # Linear layers that get an adapter
                  **_) -> tuple[nn.Module, MethodInfo]:
     "LoRA written in this kit (`ft_kit.lora.apply_lora`): adapters on `target_modules`, the head trained."
-    apply_lora(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules)))
+    head = ("classifier",) if hasattr(model, "classifier") else ("score",)  # BERT-like, or a causal-LM classifier
+    apply_lora(model, LoRAConfig(r=r, alpha=alpha, target_modules=tuple(target_modules), modules_to_save=head))
     opts = {"r": r, "alpha": alpha, "target_modules": list(target_modules)}
     return model, MethodInfo("lora", GRIDS["lora"], f"LoRA (ft_kit.lora), r={r}, alpha={alpha:g}, {'+'.join(target_modules)}", opts)
 

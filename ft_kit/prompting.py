@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import sample_balanced
-from .experiment import failures, run_name, search, weight_change
+from .experiment import failures, fresh_head, run_name, search, weight_change
 from .metrics import evaluate
-from .models import sentence_vectors
+from .models import load_causal_lm, sentence_vectors
 from .results import find_result, save_result
 from .train import autocast, make_scheduler, reuse_freed_memory, trainable_state
 
@@ -32,7 +32,8 @@ __all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_temp
            'nearest_demos', 'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores',
            'contextual_calibration', 'prior_correction', 'predict_prompt', 'mlm_class_logprobs', 'SoftPromptConfig',
            'soft_prompt_model', 'soft_scores', 'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig',
-           'train_answers', 'lora_lm', 'answer_tune_point', 'icl_table', 'draw_spread']
+           'train_answers', 'lora_lm', 'answer_tune_point', 'lm_classifier', 'lm_classifier_factory', 'icl_table',
+           'draw_spread']
 
 # %% ../nbs/08_prompting.ipynb #549f1254
 TEXT_SLOT, MASK_SLOT = "{text}", "{mask}"  # where the snippet goes; where a masked LM's [MASK] tokens go
@@ -530,6 +531,27 @@ def answer_tune_point(label: str,  # the row, e.g. 'smollm2-lora-nall'
                        widen=widen, chosen=out["chosen"],
                        tried=out["tried"], reason=why, protocol=asdict(cfg), results_dir=results_dir, overwrite=True)
     return json.loads(path.read_text())
+
+# %% ../nbs/08_prompting.ipynb #0293c82f
+def lm_classifier(lm: nn.Module,  # a causal LM, e.g. from `load_causal_lm` (its weights are copied, not shared)
+                  tokenizer,  # its tokenizer: its pad token tells the head where each row's last real token is
+                  num_labels: int = 2,  # classes
+                 ) -> nn.Module:  # transformers' ...ForSequenceClassification: the LM's body and a new `score` head
+    "The same language model with a classification head on its last real token instead of its next-word head."
+    from transformers import AutoModelForSequenceClassification
+    cfg = copy.deepcopy(lm.config); cfg.num_labels, cfg.pad_token_id = num_labels, tokenizer.pad_token_id
+    clf = AutoModelForSequenceClassification.from_config(cfg)
+    clf.base_model.load_state_dict(lm.base_model.state_dict())
+    return clf.to(device=_device(lm), dtype=next(lm.parameters()).dtype)
+
+
+def lm_classifier_factory(name: str | None = None,  # None: the packaged SmolLM2-135M-Instruct (see `load_causal_lm`)
+                          device: str | None = None,  # see `ft_kit.models.get_device`
+                         ) -> Callable:  # make(seed) -> (classifier, tokenizer), as `ft_kit.peft_methods.run_protocol` takes
+    "Load the LM once; each call returns a classifier on a copy of its body, its head initialised from `seed`."
+    lm, tok = load_causal_lm(name, device=device)
+    return lambda seed: (fresh_head(lm_classifier(lm, tok), seed), tok)
+
 
 # %% ../nbs/08_prompting.ipynb #de8e24bd
 CALIBRATIONS = {"accuracy": "raw", "calibrated_accuracy": "contextual",  # a record's metric -> the column name

@@ -251,3 +251,47 @@ def test_train_answers_in_bf16_keeps_fp32_weights_and_loss(lm):
         assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     assert losses["fp32"] != losses["bf16"]  # autocast really ran
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=2e-2)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_lm_classifier_reads_the_last_real_token(lm, side):
+    "SmolLM2's classifier: its body is the LM's, and its logits are the head applied to each row's last real token."
+    import copy
+    from ft_kit.data import make_collate
+    from ft_kit.experiment import fresh_head
+    from ft_kit.prompting import lm_classifier
+    _, tok = lm
+    tok = copy.copy(tok); tok.padding_side = side
+    tiny = _tiny_llama(len(tok), None)  # no pad id in the LM's config: the classifier must take the tokenizer's
+    clf = fresh_head(lm_classifier(tiny, tok), seed=3)
+    assert all(torch.equal(v, tiny.base_model.state_dict()[k]) for k, v in clf.base_model.state_dict().items())
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:3]]
+    batch = make_collate(tok)([{"input_ids": r, "labels": 0} for r in rows])
+    assert len({len(r) for r in rows}) > 1 and batch["attention_mask"].min() == 0  # the batch really is padded
+    with torch.no_grad():
+        logits = clf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        by_hand = torch.stack([tiny.model(input_ids=torch.tensor([r])).last_hidden_state[0, -1] for r in rows])
+    torch.testing.assert_close(logits, by_hand @ clf.score.weight.T, atol=1e-5, rtol=1e-4)
+    again = fresh_head(lm_classifier(tiny, tok), seed=3).score.weight
+    assert torch.equal(again, clf.score.weight) and not torch.equal(again, fresh_head(clf, seed=4).score.weight)
+
+
+def test_lm_classifier_trains_through_the_protocol(lm, tmp_path):
+    "The SmolLM2 + head row goes through `run_protocol`: LoRA on q/v and the head train, the rest stays, records are written."
+    import pandas as pd
+    from ft_kit.experiment import Budget, fresh_head
+    from ft_kit.peft_methods import run_protocol
+    from ft_kit.prompting import lm_classifier
+    from ft_kit.results import load_results
+    _, tok = lm
+    tiny = _tiny_llama(len(tok), tok.pad_token_id)
+    rows = pd.DataFrame({"text": TEXTS + DEMOS_T, "label": [1, 0, 0, 1] + DEMOS_Y})
+    splits = {"train": rows, "validation": rows, "test": rows}
+    budget = Budget(n_train=None, epochs=2, batch_size=4, seeds=(0,), precision="fp32")
+    make = lambda seed: (fresh_head(lm_classifier(tiny, tok), seed), tok)
+    rec = run_protocol([("tiny_head", "lora", {"target_modules": ("q_proj", "v_proj"), "grid": (1e-3,), "widen": 0})],
+                       budget, make, prefix="lb", results_dir=tmp_path, splits=splits)[0]
+    (run,) = [r for r in load_results("lb-tiny_head-*", tmp_path) if not r["name"].endswith("-search")]
+    assert rec["tried"][0][0] == 1e-3 and run["steps"] == 4 and "test" in run
+    assert set(run["weight_change"]) == {"adapter", "head"} and min(run["weight_change"].values()) > 1e-6  # nothing else trains
+    assert run["params"]["trainable"] == sum(2 * 16 * 8 * 2 for _ in range(2)) + 2 * 16  # r=8 A and B on q, v; the head
