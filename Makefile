@@ -53,7 +53,7 @@ results: $(STAMP)  ## full-size runs that write data/results/*.json (slow: run o
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.protocol
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompting_results
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompt_tune
-	PT_SIZES=512 PT_STEPS=100 PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompt_tune
+	PT_SIZES=32,128,512 PT_STEPS=100 PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompt_tune
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.label_budget
 	LB_MODEL=smollm2-head PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.label_budget
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.setfit_budget

@@ -1,1 +1,6 @@
 """Speed comparisons (`make bench`) and the full-size runs behind the lessons' numbers (`make results`)."""
+
+
+def tried_line(tried: list) -> str:
+    "A search's values as one line, e.g. '3e-04: 0.824, 1e-02: 0.500 (failed)', from a search record's `tried`."
+    return ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in tried)

@@ -20,6 +20,8 @@ import os
 import time
 import warnings
 
+from bench import tried_line
+
 
 def _env(name: str, default: str) -> str: return os.environ.get(name, default)
 
@@ -50,7 +52,7 @@ def main() -> dict:
         rec = answer_tune_point(f"smollm2-lora{tag}-n{size}", make, PromptSetup(), data, grid=grid, seeds=seeds,
                                 widen=int(_env("PT_WIDEN", "1")), cfg=cfg)
         out[size] = rec
-        tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+        tried = tried_line(rec["tried"])
         print(f"n={size}: {time.perf_counter() - t:.0f} s, chosen {rec['chosen']} [{tried}] {rec['reason']}", flush=True)
     return out
 

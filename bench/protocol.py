@@ -23,6 +23,8 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from bench import tried_line
+
 LORA_QV = ("query", "value")
 # (label, method, options), most important first: a run cut short by the session still has the main rows
 # a fourth element changes the budget for that row: head_cls is the head on BERT's [CLS] pooler instead of mean pooling
@@ -89,7 +91,7 @@ def run_protocol_part() -> float:
             print(f"  {spec[0]:14} FAILED TO RUN: {type(e).__name__}: {e}", flush=True); continue
         walls[spec[0]] = secs
         _save_wall(prefix, walls, time.perf_counter() - t0)
-        tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+        tried = tried_line(rec["tried"])
         print(f"  {spec[0]:14} {secs:7.0f} s  chosen {rec['chosen']}  [{tried}] {rec.get('reason', '')}", flush=True)
     return time.perf_counter() - t0
 
@@ -123,7 +125,7 @@ def run_transfer_part() -> float:
             rec = transfer_point(k, n, makes[k], splits, tc)
             walls[rec["label"]] = time.perf_counter() - t
             _save_wall(tc.prefix, walls, time.perf_counter() - t0)
-            tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in rec["tried"])
+            tried = tried_line(rec["tried"])
             print(f"  {rec['label']:16} {walls[rec['label']]:7.0f} s  chosen {rec['chosen']}  [{tried}] {rec['reason']}", flush=True)
     return time.perf_counter() - t0
 

@@ -1,4 +1,4 @@
-"""SetFit on the packaged MiniLM, lesson 08's few-shot reference from the sentence-encoder world: `python -m bench.setfit_budget`.
+"""SetFit on the packaged MiniLM, lesson 08's few-shot reference among sentence encoders: `python -m bench.setfit_budget`.
 
 SetFit (Tunstall et al. 2022; the `setfit` library) fine-tunes a sentence encoder contrastively on pairs of labelled
 snippets (same label: similar, else dissimilar), then fits a logistic regression on its sentence vectors. Here the
@@ -19,6 +19,8 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from bench import tried_line
 
 
 @dataclass
@@ -63,7 +65,8 @@ def train_once(cfg: SetFitRun, train, evals: dict) -> dict:
     args = TrainingArguments(batch_size=cfg.batch_size, num_epochs=cfg.num_epochs, num_iterations=cfg.num_iterations,
                              body_learning_rate=cfg.body_lr, max_length=cfg.max_length, seed=cfg.seed, report_to="none",
                              output_dir=tmp, save_strategy="no")
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True)))
+    rows = Dataset.from_pandas(train[["text", "label"]].reset_index(drop=True))
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
     t = time.perf_counter(); trainer.train(); train_s = time.perf_counter() - t
     shutil.rmtree(tmp, ignore_errors=True)
     out = {"train_time_s": train_s, "weight_change": weight_change(before, model.model_body)}
@@ -85,7 +88,7 @@ def run(cfg: SetFitRun, train, evals: dict, label: str, protocol: dict) -> dict:
     why = failures(out["metrics"], out["weight_change"])
     save_result(name, asdict(cfg), out.pop("metrics"), ("validation", evals["validation"]), method="setfit", label=label,
                 seed=cfg.seed, value=cfg.body_lr, lr=cfg.body_lr, options={}, overrides={}, protocol=protocol,
-                train_split=describe_split("train", train), valid=not why, failed=why, status="finished", **out)
+                train_split=describe_split("train", train), valid=not why, failed=why, status="ok", **out)
     return find_result(name)
 
 
@@ -104,12 +107,13 @@ def main() -> dict:
         protocol = {"n_train": n, "balanced": True, "data_seed": 0, "eval": "lesson 08's 500 balanced validation/test",
                     "seeds": list(seeds), "grid": list(GRID)}
         res = search(lambda v, seed: run(SetFitRun(n, v, seed), train, evals, label, protocol), GRID, seeds, widen=1)
-        why = "" if res["chosen"] is not None else "every rate failed: " + "; ".join(sorted({f for *_, r in res["tried"] for f in r}))
+        reasons = sorted({f for *_, r in res["tried"] for f in r})
+        why = "" if res["chosen"] is not None else "every rate failed: " + "; ".join(reasons)
         save_result(f"setfit-{label}-search", {}, {}, label=label, method="setfit", options={}, grid=list(GRID),
                     description=f"SetFit (setfit), packaged MiniLM, {n} labels", chosen=res["chosen"], tried=res["tried"],
                     reason=why, protocol=protocol, tags={"n_labelled": n}, overwrite=True)
         out[n] = res
-        tried = ", ".join(f"{v:.0e}: {a:.3f}{'' if ok else ' (failed)'}" for v, a, ok, _ in res["tried"])
+        tried = tried_line(res["tried"])
         print(f"n={n}: {time.perf_counter() - t:.0f} s, chosen {res['chosen']} [{tried}] {why}", flush=True)
     return out
 

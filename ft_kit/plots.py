@@ -382,14 +382,15 @@ def plot_label_budget(curves: dict,  # method -> (labelled examples, accuracies)
                       ax: Axes | None = None,  # draw here if given
                      ) -> Figure:  # the figure
     "Accuracy against the number of labelled examples, one line per method (log x axis)."
-    fig, ax = new_ax(ax, (5, 3.2))
+    fig, ax = new_ax(ax, (7.5, 3.4))
     for i, (name, (ns, accs)) in enumerate(curves.items()):
         ns, accs = np.asarray(ns, dtype=float), np.asarray(accs, dtype=float)
-        ax.plot(np.maximum(ns, 0.5), accs, "o-" if len(ns) > 1 else "s", color=f"C{i}", label=name)
+        color = f"C{i + (i >= 7)}"  # skip C7, the gray of the majority line
+        ax.plot(np.maximum(ns, 0.5), accs, "o-" if len(ns) > 1 else "s", color=color, label=name)
     if baseline is not None: ax.axhline(baseline, color="gray", ls="--", lw=1, label="majority class")
     ax.set_xscale("log")
     ax.set(xlabel="labelled examples (0 plotted at 0.5)", ylabel="accuracy", title="what labels buy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # outside: eight curves would hide the data
     fig.tight_layout()
     return fig
 
