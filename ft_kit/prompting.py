@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -23,17 +24,18 @@ from .data import sample_balanced
 from .experiment import failures, fresh_head, run_name, search, weight_change
 from .metrics import evaluate
 from .models import load_causal_lm, sentence_vectors
-from .results import find_result, save_result
+from .results import find_result, load_results, save_result
 from .train import autocast, make_scheduler, reuse_freed_memory, trainable_state
 
 # %% auto #0
-__all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'check_template', 'fill', 'verbalizer_ids', 'expand_cache',
-           'encode_prefix', 'score_rows', 'class_logprobs', 'build_prefix', 'choose_demos', 'embed_texts',
-           'nearest_demos', 'PromptSetup', 'chat_parts', 'score_texts', 'class_probs', 'evaluate_scores',
-           'contextual_calibration', 'prior_correction', 'predict_prompt', 'mlm_class_logprobs', 'SoftPromptConfig',
-           'soft_prompt_model', 'soft_scores', 'train_soft_prompt', 'answer_batch', 'answer_loss', 'AnswerTuneConfig',
-           'train_answers', 'lora_lm', 'answer_tune_point', 'lm_classifier', 'lm_classifier_factory', 'icl_table',
-           'draw_spread']
+__all__ = ['TEXT_SLOT', 'MASK_SLOT', 'CONTENT_FREE', 'CALIBRATIONS', 'ANSWER_SCHEDULES', 'TRAINED_FAMILIES', 'check_template',
+           'fill', 'verbalizer_ids', 'expand_cache', 'encode_prefix', 'score_rows', 'class_logprobs', 'build_prefix',
+           'choose_demos', 'embed_texts', 'nearest_demos', 'PromptSetup', 'chat_parts', 'score_texts', 'class_probs',
+           'evaluate_scores', 'contextual_calibration', 'prior_correction', 'predict_prompt', 'mlm_class_logprobs',
+           'SoftPromptConfig', 'soft_prompt_model', 'soft_scores', 'train_soft_prompt', 'answer_batch', 'answer_loss',
+           'AnswerTuneConfig', 'train_answers', 'lora_lm', 'answer_tune_point', 'lm_classifier',
+           'lm_classifier_factory', 'icl_table', 'draw_spread', 'label_size', 'answer_schedule', 'labels_seen',
+           'trained_family', 'cost_row']
 
 # %% ../nbs/08_prompting.ipynb #549f1254
 TEXT_SLOT, MASK_SLOT = "{text}", "{mask}"  # where the snippet goes; where a masked LM's [MASK] tokens go
@@ -583,3 +585,57 @@ def draw_spread(table: pd.DataFrame,  # from `icl_table`
     out = long.groupby(["calibration", "strategy", "k"])["acc"].agg(["count", "mean", "std", "min", "max"])
     out = out.reindex(list(CALIBRATIONS.values()), level="calibration")  # raw first, then the calibrations
     return out.rename(columns={"count": "draws"}).assign(range=lambda d: d["max"] - d["min"])
+
+# %% ../nbs/08_prompting.ipynb #700463c1
+ANSWER_SCHEDULES = {"": "constant rate", "-decay": "warm-up + linear decay"}  # bench/prompt_tune.py's label tags
+TRAINED_FAMILIES = {"lora_n": "MiniLM + LoRA", "smollm2_head_n": "SmolLM2 + head (LoRA)",  # bench/label_budget.py's rows
+                    "minilm_n": "SetFit (MiniLM)"}  # bench/setfit_budget.py's rows
+
+def label_size(label: str, # a bench label that ends in its labelled-set size: 'lora_n512', '...-decay-n32', '...-nall'
+               n_all: int, # the size 'all' stands for (the training split's length)
+              ) -> int: # the labelled snippets the label names
+    "The labelled-set size a bench label ends with: 'n512' is 512, 'nall' is `n_all`."
+    m = re.search(r"n(\d+|all)$", label)
+    if m is None: raise ValueError(f"label {label!r} does not end in n<size> or nall, as the bench scripts name their rows")
+    return n_all if m[1] == "all" else int(m[1])
+
+def answer_schedule(label: str, # an answer-tuning label: 'smollm2-lora[-t<steps>][-decay]-n<size>'
+                   ) -> str: # 'constant rate' or 'warm-up + linear decay'
+    "The learning-rate schedule an answer-tuning label of bench/prompt_tune.py names."
+    tag = re.sub(r"-t\d+", "", label.rsplit("-n", 1)[0].removeprefix("smollm2-lora"))
+    if tag not in ANSWER_SCHEDULES: raise ValueError(f"label {label!r}: unknown schedule tag {tag!r}; "
+                                                     f"bench/prompt_tune.py writes one of {list(ANSWER_SCHEDULES)}")
+    return ANSWER_SCHEDULES[tag]
+
+def labels_seen(label: str, # an answer-tuning label with records 'prompttune-<label>-lr*-s*'
+                n_all: int, # the size 'all' stands for
+               ) -> int: # labelled snippets the runs drew: steps x batch, at most the set's size
+    "How many labels an answer-tuned row learned from: its steps x batch draws, at most its labelled set."
+    recs = [r for r in load_results(f"prompttune-{label}-lr*-s*") if "steps" in r["config"]]
+    if not recs: raise ValueError(f"no records prompttune-{label}-lr*-s* with a step count: run bench/prompt_tune.py")
+    c = recs[0]["config"]
+    return min(label_size(label, n_all), c["steps"] * c["batch_size"])
+
+def trained_family(label: str, # a row label of bench/label_budget.py or bench/setfit_budget.py
+                  ) -> str: # the method's name in lesson 08's decision figure
+    "The method family a label-budget or SetFit row belongs to (`TRAINED_FAMILIES`)."
+    name = next((name for start, name in TRAINED_FAMILIES.items() if label.startswith(start)), None)
+    if name is None: raise ValueError(f"label {label!r} starts with none of {list(TRAINED_FAMILIES)}")
+    return name
+
+
+# %% ../nbs/08_prompting.ipynb #492f3dbe
+def cost_row(method: str, # the row's name
+             labels: int, # labelled snippets the method used
+             acc: float, # its test accuracy
+             recs: list[dict], # the records its costs come from (medians over them)
+             trained: int = 0, # trained parameters; 0: nothing trained (a prompt), so no training time
+            ) -> dict: # one row of lesson 08's cost table
+    "One row of the cost table: accuracy, median training time, peak memory, adapter size in fp32, latency."
+    def med(key):
+        v = [r[key] for r in recs if r.get(key) is not None]
+        return float(np.median(v)) if v else float("nan")
+    return {"method": method, "labels": labels, "test accuracy": acc,
+            "training s": med("train_time_s") if trained else 0.0, "peak memory MB": med("peak_memory_mb"),
+            "trained params": trained, "adapter MB": 4 * trained / 2**20, "latency ms/snippet": 1000 * med("latency_s")}
+

