@@ -200,19 +200,36 @@ def bench_training(df, device, ceilings: dict) -> dict:
             "kit_fp32_vs_naive": tps["kit_fp32"] / tps["naive"], "kit_bf16_vs_naive": tps["kit_bf16"] / tps["naive"]}
 
 
-def bench_inference(device, n: int = 512) -> dict:
-    "`predict` on n validation snippets in fp32 and in bf16, alternated, medians; the largest probability difference."
-    m, tok = load_encoder(device=device); dl = make_loader(load_splits()["validation"][:n], tok, batch_size=64)
+@torch.no_grad()
+def fit_head(model: nn.Module, tok, df) -> None:
+    "Fit the mean-pooled model's head to `df` (logistic regression on its frozen sentence vectors), so it predicts something."
+    from ft_kit.models import sentence_vectors
+    from ft_kit.peft_methods import fit_logistic
+    X, y = [], []
+    for b in make_loader(df, tok, batch_size=64):
+        X.append(sentence_vectors(model.base_model, b["input_ids"], b["attention_mask"])); y.append(b["labels"])
+    with torch.enable_grad(): lin = fit_logistic(torch.cat(X), torch.cat(y), model.config.num_labels)
+    model.classifier.load_state_dict(lin.state_dict())
+
+
+def bench_inference(device, df, n: int = 512) -> dict:
+    """`predict` on n validation snippets in fp32 and in bf16, alternated, medians; the largest probability difference
+    and the share of equal predictions, from a head fitted on `df` (a fresh head's probabilities all sit near 0.5)."""
+    m, tok = load_encoder(device=device, pooling="auto")  # the mean-pooled head, as MiniLM was trained
+    dl = make_loader(load_splits()["validation"][:n], tok, batch_size=64)
+    fit_head(m, tok, df)
     predict(m, dl)  # warm-up
     def one(p):
         t = time.perf_counter(); probs = predict(m, dl, p); return {"seconds": time.perf_counter() - t, "probs": probs}
     runs = alternated({"fp32": lambda: one("fp32"), "bf16": lambda: one("bf16")}, ROUNDS)
     out = {k: {"seconds": statistics.median(r["seconds"] for r in v), "snippets_per_s": n / statistics.median(r["seconds"] for r in v)}
            for k, v in runs.items()}
-    diff = float(abs(runs["fp32"][0]["probs"] - runs["bf16"][0]["probs"]).max())
-    agree = float((runs["fp32"][0]["probs"].argmax(1) == runs["bf16"][0]["probs"].argmax(1)).mean())
-    return {**out, "bf16_vs_fp32": out["bf16"]["snippets_per_s"] / out["fp32"]["snippets_per_s"], "max_prob_diff": diff,
-            "same_prediction": agree, "n": n}
+    p32, p16 = runs["fp32"][0]["probs"], runs["bf16"][0]["probs"]
+    labels = load_splits()["validation"]["label"][:n].to_numpy()
+    return {**out, "bf16_vs_fp32": out["bf16"]["snippets_per_s"] / out["fp32"]["snippets_per_s"],
+            "max_prob_diff": float(abs(p32 - p16).max()), "same_prediction": float((p32.argmax(1) == p16.argmax(1)).mean()),
+            "accuracy": {"fp32": float((p32.argmax(1) == labels).mean()), "bf16": float((p16.argmax(1) == labels).mean())},
+            "head": "logistic regression fitted on the training sample's frozen sentence vectors", "n": n}
 
 
 def bench_frozen(df, device) -> dict:
@@ -255,9 +272,10 @@ def main() -> dict:
     cfg = {"n_train": N, "epochs": EPOCHS, "batch_size": BS, "lr": LR, "rounds": ROUNDS, "device": str(device),
            "threads": torch.get_num_threads()}
     save_result("bench_loops", cfg, {**tr, "ceilings_gflops": ceilings}, split=("train sample", df), overwrite=True)
-    inf = bench_inference(device)
+    inf = bench_inference(device, df)
     print(f"predict, {inf['n']} snippets: fp32 {inf['fp32']['snippets_per_s']:.0f}/s, bf16 {inf['bf16']['snippets_per_s']:.0f}/s "
-          f"({inf['bf16_vs_fp32']:.2f}x); largest probability difference {inf['max_prob_diff']:.1e}, same class {inf['same_prediction']:.1%}")
+          f"({inf['bf16_vs_fp32']:.2f}x); fitted head: largest probability difference {inf['max_prob_diff']:.1e}, "
+          f"same class {inf['same_prediction']:.1%}, accuracy fp32 {inf['accuracy']['fp32']:.1%} bf16 {inf['accuracy']['bf16']:.1%}")
     save_result("bench_inference", cfg, inf, overwrite=True)
     fr = bench_frozen(df, device)
     print(f"head only, one epoch of {fr['n']} snippets: frozen encoder recomputed {fr['seconds']['recomputed']:.1f} s, read from the "
