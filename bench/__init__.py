@@ -1,5 +1,12 @@
 """Speed comparisons (`make bench`) and the full-size runs behind the lessons' numbers (`make results`)."""
 
+import os
+
+
+def _env(name: str, default: str) -> str:
+    "A setting of a bench script: the environment variable `name`, else `default`."
+    return os.environ.get(name, default)
+
 
 def tried_line(tried: list) -> str:
     "A search's values as one line, e.g. '3e-04: 0.824, 1e-02: 0.500 (failed)', from a search record's `tried`."

@@ -17,14 +17,10 @@ the 300 steps of 8 that the answer-tuned "all" row trained for.
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
-from bench import tried_line
-
-
-def _env(name: str, default: str) -> str: return os.environ.get(name, default)
+from bench import _env, tried_line
 
 
 def main() -> dict:

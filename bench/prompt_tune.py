@@ -16,14 +16,10 @@ two settings never mix: `answer_tune_point` refuses to read back a record that r
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 
-from bench import tried_line
-
-
-def _env(name: str, default: str) -> str: return os.environ.get(name, default)
+from bench import _env, tried_line
 
 
 def main() -> dict:

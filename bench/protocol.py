@@ -18,12 +18,11 @@ search, seeds and gates (`ft_kit.transfer.transfer_point`); its wall time per po
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from bench import tried_line
+from bench import _env, tried_line
 
 LORA_QV = ("query", "value")
 # (label, method, options), most important first: a run cut short by the session still has the main rows
@@ -39,9 +38,6 @@ RANKS = [("lora_r1", "lora", {"r": 1, "alpha": 2}), ("lora_r1_a16", "lora", {"r"
          ("lora_r4", "lora", {"r": 4, "alpha": 8}), ("lora_r4_a16", "lora", {"r": 4, "alpha": 16}),
          ("lora_r16", "lora", {"r": 16, "alpha": 32}), ("lora_r16_a16", "lora", {"r": 16, "alpha": 16}),
          ("lora_r64", "lora", {"r": 64, "alpha": 128}), ("lora_r64_a16", "lora", {"r": 64, "alpha": 16})]
-
-
-def _env(name: str, default: str) -> str: return os.environ.get(name, default)
 
 
 def protocol_budget():

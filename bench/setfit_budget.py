@@ -11,7 +11,6 @@ body's largest weight change); one record per run (`setfit-minilm_n<size>-lr<rat
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -20,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bench import tried_line
+from bench import _env, tried_line
 
 
 @dataclass
@@ -40,9 +39,6 @@ class SetFitRun:
 
 
 GRID = (3e-6, 1e-5, 3e-5, 1e-4)  # 1.5 decades around setfit's default 2e-5
-
-
-def _env(name: str, default: str) -> str: return os.environ.get(name, default)
 
 
 def _body_state(model) -> dict:
