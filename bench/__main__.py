@@ -200,23 +200,21 @@ def bench_training(df, device, ceilings: dict) -> dict:
             "kit_fp32_vs_naive": tps["kit_fp32"] / tps["naive"], "kit_bf16_vs_naive": tps["kit_bf16"] / tps["naive"]}
 
 
-@torch.no_grad()
 def fit_head(model: nn.Module, tok, df) -> None:
     "Fit the mean-pooled model's head to `df` (logistic regression on its frozen sentence vectors), so it predicts something."
     from ft_kit.models import sentence_vectors
     from ft_kit.peft_methods import fit_logistic
-    X, y = [], []
-    for b in make_loader(df, tok, batch_size=64):
-        X.append(sentence_vectors(model.base_model, b["input_ids"], b["attention_mask"])); y.append(b["labels"])
-    with torch.enable_grad(): lin = fit_logistic(torch.cat(X), torch.cat(y), model.config.num_labels)
-    model.classifier.load_state_dict(lin.state_dict())
+    with torch.no_grad():
+        X, y = zip(*[(sentence_vectors(model.base_model, b["input_ids"], b["attention_mask"]), b["labels"])
+                     for b in make_loader(df, tok, batch_size=64)])
+    model.classifier.load_state_dict(fit_logistic(torch.cat(X), torch.cat(y), model.config.num_labels).state_dict())
 
 
 def bench_inference(device, df, n: int = 512) -> dict:
     """`predict` on n validation snippets in fp32 and in bf16, alternated, medians; the largest probability difference
     and the share of equal predictions, from a head fitted on `df` (a fresh head's probabilities all sit near 0.5)."""
     m, tok = load_encoder(device=device, pooling="auto")  # the mean-pooled head, as MiniLM was trained
-    dl = make_loader(load_splits()["validation"][:n], tok, batch_size=64)
+    val = load_splits()["validation"][:n]; dl = make_loader(val, tok, batch_size=64)
     fit_head(m, tok, df)
     predict(m, dl)  # warm-up
     def one(p):
@@ -225,7 +223,7 @@ def bench_inference(device, df, n: int = 512) -> dict:
     out = {k: {"seconds": statistics.median(r["seconds"] for r in v), "snippets_per_s": n / statistics.median(r["seconds"] for r in v)}
            for k, v in runs.items()}
     p32, p16 = runs["fp32"][0]["probs"], runs["bf16"][0]["probs"]
-    labels = load_splits()["validation"]["label"][:n].to_numpy()
+    labels = val["label"].to_numpy()
     return {**out, "bf16_vs_fp32": out["bf16"]["snippets_per_s"] / out["fp32"]["snippets_per_s"],
             "max_prob_diff": float(abs(p32 - p16).max()), "same_prediction": float((p32.argmax(1) == p16.argmax(1)).mean()),
             "accuracy": {"fp32": float((p32.argmax(1) == labels).mean()), "bf16": float((p16.argmax(1) == labels).mean())},

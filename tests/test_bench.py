@@ -1,7 +1,6 @@
 """bench scripts: wall records named by their settings (bench.timed); SetFit runs that train (bench.setfit_budget)."""
 import json
 
-import numpy as np
 import pytest
 
 
@@ -25,7 +24,7 @@ def test_wall_records_name_their_settings(tmp_path, monkeypatch):
 
 
 def test_setfit_run_trains_and_is_gated():
-    "A SetFit run changes the encoder, fits a 385-weight head and scores probabilities; at rate 0 the gate fails it."
+    "A SetFit run changes the encoder and counts its fitted head from the library; at rate 0 the gate fails it."
     pytest.importorskip("setfit")
     from sentence_transformers import SentenceTransformer
     from bench.setfit_budget import SetFitRun, train_once
