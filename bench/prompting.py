@@ -1,12 +1,15 @@
 """SmolLM2 scoring speed, in one run: `python -m bench.prompting` (part of `make bench`).
 
-The prefix-cache scorer against the naive one (the demonstrations in every row) at k = 8, each in fp32 and in bf16
-autocast, alternated over BENCH_ROUNDS rounds (medians); the largest score difference cached vs naive in each
-precision; and zero-shot accuracy on 500 balanced test snippets in fp32 and bf16 (does bf16 change the answer?).
-Writes the `bench_prompting` record that lesson 08 quotes.
+Three ways to run the scorer: fp32; bf16 autocast (`precision="bf16"`: fp32 weights, matrix multiplies in bf16); and
+bf16 weights (the model loaded with `dtype=torch.bfloat16`, scored without autocast: nothing is cast per pass).
+Few-shot, k = 8: the prefix-cache scorer against the naive one (the demonstrations in every row), in each way,
+alternated over BENCH_ROUNDS rounds (medians), with the largest score difference cached vs naive and each bf16 way vs
+fp32. Zero-shot on 500 balanced test snippets, also alternated: seconds, accuracy, and how many predictions differ
+from fp32's. Writes the `bench_prompting` record that lesson 08 quotes.
 """
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import time
@@ -14,13 +17,25 @@ import warnings
 
 import torch
 
+WAYS = ("fp32", "bf16", "bf16_weights")  # fp32; bf16 autocast; a bf16 copy of the weights, no autocast
+
+
+def _scorers(model) -> dict:
+    "Each way's (model, precision argument): the bf16-weights way scores a bf16 copy with autocast off."
+    return {"fp32": (model, "fp32"), "bf16": (model, "bf16"), "bf16_weights": (copy.deepcopy(model).to(torch.bfloat16), "fp32")}
+
+
+def _median_seconds(runs: dict) -> dict:
+    "name -> median seconds over its rounds."
+    return {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+
 
 def main(n: int = 32,  # snippets scored by each few-shot scorer
          k: int = 8,  # demonstrations in the shared prefix
          batch_size: int = 16,  # prompts per forward pass
          n_zero: int = int(os.environ.get("BENCH_ZERO_N", 500)),  # balanced test snippets of the zero-shot check
-        ) -> dict:  # timings, speed-ups, largest score differences, zero-shot accuracies
-    "Time `score_texts` cached and naive in fp32 and bf16; check bf16 on zero-shot accuracy; print; save a record."
+        ) -> dict:  # timings, speed-ups, largest score differences, zero-shot accuracies and agreement
+    "Time `score_texts` cached and naive in each way; zero-shot accuracy and agreement with fp32; print; save a record."
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=".*deprecated.*")
     from bench.__main__ import ROUNDS, alternated
@@ -29,37 +44,48 @@ def main(n: int = 32,  # snippets scored by each few-shot scorer
     from ft_kit.prompting import PromptSetup, choose_demos, evaluate_scores, score_texts
     from ft_kit.results import save_result
     model, tok = load_causal_lm()
-    splits = load_splits()
+    ways, splits = _scorers(model), load_splits()
     texts = list(sample_balanced(splits["test"], n, seed=0)["text"])
     demos, setup = choose_demos(sample_balanced(splits["train"], 200, seed=0), k, "balanced", seed=0), PromptSetup()
-    for p in ("fp32", "bf16"): score_texts(model, tok, setup, texts[:2], demos, precision=p)  # warm-up
-    def one(cache, p):
-        t = time.perf_counter(); s = score_texts(model, tok, setup, texts, demos, use_cache=cache, batch_size=batch_size, precision=p)
+    def one(m, p, rows, d, cache=True):
+        t = time.perf_counter(); s = score_texts(m, tok, setup, rows, d, use_cache=cache, batch_size=batch_size, precision=p)
         return {"seconds": time.perf_counter() - t, "scores": s}
-    fns = {f"{name}_{p}": (lambda c=c, p=p: one(c, p)) for name, c in (("naive", False), ("cached", True)) for p in ("fp32", "bf16")}
+    for m, p in ways.values(): one(m, p, texts[:2], demos)  # warm-up
+    fns = {f"{name}_{w}": (lambda c=c, w=w: one(*ways[w], texts, demos, c)) for name, c in (("naive", False), ("cached", True))
+           for w in WAYS}
     runs = alternated(fns, ROUNDS)
-    sec = {k_: statistics.median(r["seconds"] for r in v) for k_, v in runs.items()}
-    diff = {p: (runs[f"cached_{p}"][0]["scores"] - runs[f"naive_{p}"][0]["scores"]).abs().max().item() for p in ("fp32", "bf16")}
+    sec = _median_seconds(runs)
+    score = lambda key: runs[key][0]["scores"]
+    diff = {f"cached_vs_naive_{w}": (score(f"cached_{w}") - score(f"naive_{w}")).abs().max().item() for w in WAYS}
+    diff |= {f"{w}_vs_fp32": (score(f"cached_{w}") - score("cached_fp32")).abs().max().item() for w in WAYS[1:]}
     zero = sample_balanced(splits["test"], n_zero, seed=0)
-    acc, zsec = {}, {}
-    for p in ("fp32", "bf16"):
-        t = time.perf_counter(); s = score_texts(model, tok, setup, list(zero["text"]), None, batch_size=batch_size, precision=p)
-        zsec[p] = time.perf_counter() - t; acc[p] = evaluate_scores(zero["label"].tolist(), s)["accuracy"]
+    zruns = alternated({w: (lambda w=w: one(*ways[w], list(zero["text"]), None)) for w in WAYS}, ROUNDS)
+    zsec, pred = _median_seconds(zruns), {w: zruns[w][0]["scores"].argmax(1) for w in WAYS}
+    acc = {w: evaluate_scores(zero["label"].tolist(), zruns[w][0]["scores"])["accuracy"] for w in WAYS}
     out = {"seconds": sec, "ms_per_snippet": {k_: 1000 * v / n for k_, v in sec.items()},
-           "cache_speedup": {p: sec[f"naive_{p}"] / sec[f"cached_{p}"] for p in ("fp32", "bf16")},
-           "bf16_speedup": {c: sec[f"{c}_fp32"] / sec[f"{c}_bf16"] for c in ("naive", "cached")},
+           "cache_speedup": {w: sec[f"naive_{w}"] / sec[f"cached_{w}"] for w in WAYS},
+           "bf16_speedup": {f"{c}_{w}": sec[f"{c}_fp32"] / sec[f"{c}_{w}"] for c in ("naive", "cached") for w in WAYS[1:]},
            "max_score_diff": diff, "zero_shot_accuracy": acc, "zero_shot_seconds": zsec,
-           "zero_shot_bf16_speedup": zsec["fp32"] / zsec["bf16"]}
-    print(f"prompt scoring, k={k} demonstrations, {n} snippets, batch {batch_size}, {ROUNDS} rounds alternated (medians)")
-    print(f"{'scorer':<16}{'seconds':>10}{'ms/snippet':>12}")
-    for k_, s in sec.items(): print(f"{k_:<16}{s:>10.2f}{1000 * s / n:>12.1f}")
-    print(f"prefix cache: {out['cache_speedup']['fp32']:.2f}x in fp32, {out['cache_speedup']['bf16']:.2f}x in bf16; "
-          f"largest score difference cached vs naive {diff['fp32']:.1e} (fp32), {diff['bf16']:.1e} (bf16)")
-    print(f"bf16 vs fp32: {out['bf16_speedup']['cached']:.2f}x (cached), zero-shot on {n_zero}: {out['zero_shot_bf16_speedup']:.2f}x; "
-          f"accuracy fp32 {acc['fp32']:.1%}, bf16 {acc['bf16']:.1%}")
+           "zero_shot_seconds_all": {w: [r["seconds"] for r in v] for w, v in zruns.items()},
+           "zero_shot_speedup": {w: zsec["fp32"] / zsec[w] for w in WAYS[1:]},
+           "zero_shot_changed": {w: int((pred[w] != pred["fp32"]).sum()) for w in WAYS[1:]}}
+    report(out, n, k, batch_size, n_zero)
     save_result("bench_prompting", {"n": n, "k": k, "batch_size": batch_size, "rounds": ROUNDS, "n_zero": n_zero,
-                                    "threads": torch.get_num_threads()}, out, overwrite=True)
+                                    "ways": list(WAYS), "threads": torch.get_num_threads()}, out, overwrite=True)
     return out
+
+
+def report(out: dict, n: int, k: int, batch_size: int, n_zero: int) -> None:
+    "Print the record's figures."
+    print(f"prompt scoring, k={k} demonstrations, {n} snippets, batch {batch_size}, alternated rounds (medians)")
+    print(f"{'scorer':<22}{'seconds':>10}{'ms/snippet':>12}")
+    for k_, s in out["seconds"].items(): print(f"{k_:<22}{s:>10.2f}{1000 * s / n:>12.1f}")
+    print("prefix cache speed-up: " + ", ".join(f"{w} {v:.2f}x" for w, v in out["cache_speedup"].items()))
+    print("largest score differences: " + ", ".join(f"{w} {v:.1e}" for w, v in out["max_score_diff"].items()))
+    print("bf16 speed-up over fp32: " + ", ".join(f"{w} {v:.2f}x" for w, v in out["bf16_speedup"].items()))
+    for w, a in out["zero_shot_accuracy"].items():
+        extra = f", {out['zero_shot_speedup'][w]:.2f}x, {out['zero_shot_changed'][w]} predictions differ" if w != "fp32" else ""
+        print(f"zero-shot on {n_zero}, {w}: accuracy {a:.1%}, {out['zero_shot_seconds'][w]:.1f} s{extra}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ def test_multi_token_words_sum_logprobs(lm):
     assert (got - ref).abs().max() < 1e-4
 
 
+def test_bf16_weights_score_like_fp32(lm):
+    "The scorer runs a model loaded in bf16 (no autocast): its scores are float64 and near the fp32 model's."
+    model, tok = lm
+    half, _ = load_causal_lm(dtype=torch.bfloat16)  # the packaged model, through from_pretrained's own dtype argument
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    prompts = [fill("Review: {text}\nSentiment:", t) for t in TEXTS]
+    prefix = build_prefix("Review: {text}\nSentiment:", DEMOS_T, DEMOS_Y, (" negative", " positive"))
+    got = class_logprobs(half, tok, prompts, (" negative", " positive"), prefix=prefix)
+    ref = class_logprobs(model, tok, prompts, (" negative", " positive"), prefix=prefix)
+    assert got.dtype == torch.float64 and 0 < (got - ref).abs().max() < 0.5  # really bf16, and close
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_batched_equals_one_at_a_time(lm, side):
     model, tok = lm
