@@ -26,13 +26,13 @@ def minilm_full_ft(n: int | None = None, precision: str = "fp32") -> str:
     cfg = TrainConfig(lr=5e-5, epochs=2, batch_size=16, eval_every=160 if not n else 2, precision=precision,
                       output_dir=f"runs/{name}" + (f"_n{n}" if n else ""))
     seed_everything(cfg.seed)
-    model, tok = load_encoder()
+    model, tok = load_encoder()  # pooling "auto": the head reads the mean-pooled vector MiniLM was trained to produce
     data = {"train": splits["train"], "validation": splits["validation"]}
     res = train(model, data, cfg, tok, resume=True)
     test = evaluate_model(model, make_loader(splits["test"], tok, batch_size=32), precision)
     folder = None if os.environ.get("FT_KIT_RESULTS_DIR") else committed_results_dir() / ("_test" if n else "")
     path = record_run(name, model, cfg, res, data, test=test, test_split={"n": len(splits["test"])},
-                      results_dir=folder, overwrite=True)
+                      pooling=getattr(model.config, "ft_kit_pooling", None) or "cls", results_dir=folder, overwrite=True)
     return (f"{name}: {res.steps} steps in {res.train_time_s / 60:.1f} min, validation accuracy {res.best['accuracy']:.1%} "
             f"(best step {res.best_step}), test accuracy {test['accuracy']:.1%} (majority {test['majority_accuracy']:.1%}) "
             f"-> {path.relative_to(os.getcwd()) if path.is_relative_to(os.getcwd()) else path.name}")

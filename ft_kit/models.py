@@ -106,7 +106,7 @@ def checkpoint_pooling(path: str | os.PathLike,  # a model folder
 
 def pooling_for(path: str | os.PathLike,  # the folder the model came from
                 config,  # its transformers config (a saved model may carry `ft_kit_pooling`)
-                pooling: str = "config",  # one of POOLINGS
+                pooling: str = "auto",  # one of POOLINGS
                ) -> str:  # 'mean' or 'cls'
     "The pooling a loaded encoder's head should read."
     if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -145,7 +145,7 @@ def use_mean_pooling(model: nn.Module,  # a BERT-like classifier (its `base_mode
 def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged all-MiniLM-L6-v2; else a local folder or hub name
                  num_labels: int = 2,  # outputs of the new classification head
                  device: str | torch.device | None = None,  # see `get_device`
-                 pooling: str = "config",  # head input: 'config' (mean if the saved config says so), 'auto' (the checkpoint's), 'mean', 'cls'
+                 pooling: str = "auto",  # head input: 'auto' (the saved model's, else the checkpoint's), 'config', 'mean', 'cls'
                  **kwargs,  # passed to `from_pretrained`, e.g. attn_implementation="eager"
                 ) -> tuple[nn.Module, object]:  # (model in eval mode on `device`, tokenizer)
     "An encoder with a fresh classification head, and its tokenizer: the packaged MiniLM unless `name` is given."

@@ -11,11 +11,11 @@ TEXTS = ["A warm, funny film.", "Dull.", "It has moments, but the plot falls apa
 
 @pytest.fixture(scope="module")
 def lora_model():
-    "The packaged encoder with kit LoRA adapters whose B is non-zero (as after training) and a seeded head."
+    "The packaged encoder on the [CLS] pooler (plain transformers reloads it alone), LoRA B non-zero, a seeded head."
     from ft_kit.lora import LoRAConfig, apply_lora
     from ft_kit.models import load_encoder
     torch.manual_seed(0)
-    m, tok = load_encoder(device="cpu")
+    m, tok = load_encoder(device="cpu", pooling="cls")
     apply_lora(m, LoRAConfig(r=4, alpha=8))
     with torch.no_grad():
         for n, p in m.named_parameters():
@@ -46,7 +46,7 @@ def test_lora_adapter_folder_loads_in_plain_peft_and_merges(lora_model, tmp_path
     m, tok = lora_model
     d = save_model(m, tok, tmp_path / "adapter", ModelInfo(method="lora"), merge=False)
     assert read_info(d).format == "peft" and (d / "adapter_config.json").exists()
-    base, _ = load_encoder(device="cpu")
+    base, _ = load_encoder(device="cpu", pooling="cls")
     pm = PeftModel.from_pretrained(base, d).eval()
     torch.testing.assert_close(logits(pm, tok), logits(m, tok), atol=1e-6, rtol=0)  # peft computes what our layers do
     assert torch.equal(logits(load_model(d)[0], tok), logits(pm, tok))
@@ -129,7 +129,7 @@ def mean_lora():
     from ft_kit.lora import LoRAConfig, apply_lora
     from ft_kit.models import load_encoder
     torch.manual_seed(1)
-    m, tok = load_encoder(device="cpu", pooling="auto")
+    m, tok = load_encoder(device="cpu")  # pooling "auto": mean, from MiniLM's folder
     apply_lora(m, LoRAConfig(r=4, alpha=8))
     with torch.no_grad():
         for n, p in m.named_parameters():

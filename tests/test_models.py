@@ -145,6 +145,24 @@ def test_local_folder_roundtrip(tmp_path):
     assert model(**b).logits.shape == (1, 3)
 
 
+def test_default_pooling_follows_the_folder(tmp_path):
+    "By default MiniLM's head reads mean pooling (its 1_Pooling config); a plain folder keeps from_pretrained's pooler."
+    from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+    from transformers.models.bert.modeling_bert import BertPooler
+    from ft_kit.models import MeanPooler, encoder_dir
+    assert isinstance(load_encoder(device="cpu")[0].bert.pooler, MeanPooler)
+    assert isinstance(load_encoder(device="cpu", pooling="config")[0].bert.pooler, BertPooler)
+    tok = BertTokenizerFast.from_pretrained(encoder_dir())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=12, max_position_embeddings=64)
+    BertForSequenceClassification(cfg).save_pretrained(tmp_path); tok.save_pretrained(tmp_path)
+    model, _ = load_encoder(tmp_path, device="cpu")
+    assert isinstance(model.bert.pooler, BertPooler)
+    b = tok(["hello there", "a dull film, sadly"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**b).logits, AutoModelForSequenceClassification.from_pretrained(tmp_path)(**b).logits)
+
+
 def test_check_exits_zero_here():
     "`python -m ft_kit.check` exits 0 in a complete environment and lists every piece."
     r = subprocess.run([sys.executable, "-m", "ft_kit.check"], capture_output=True, text=True, cwd=ROOT, env=OFFLINE)

@@ -77,11 +77,15 @@ def test_predict_one_and_batch(server, model_dir):
     s, many = call(port, "/predict", {"texts": ["A wonderful film.", "Dull and far too long."]})
     assert s == 200 and len(many["predictions"]) == 2
     assert many["predictions"][0]["label"] == one["label"]
-    # independent reference: the same folder loaded with plain transformers in this process
+    # independent reference: the same folder loaded with plain transformers in this process, its head put by hand on
+    # the mean of the token vectors (the saved model pools that way: config.json says ft_kit_pooling "mean")
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     m, tok = AutoModelForSequenceClassification.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
-    with torch.no_grad(): p = torch.softmax(m(**tok(["Dull and far too long."], return_tensors="pt")).logits, -1)[0]
+    assert m.config.ft_kit_pooling == "mean"
+    with torch.no_grad():
+        h = m.bert(**tok(["Dull and far too long."], return_tensors="pt")).last_hidden_state  # one text: no padding
+        p = torch.softmax(m.classifier(h.mean(1)), -1)[0]
     assert abs(many["predictions"][1]["probs"]["positive"] - p[1].item()) < 1e-4
 
 
