@@ -107,7 +107,7 @@ class Lab:
                  device=None):  # see `ft_kit.models.get_device`
         self.cfg = cfg = cfg or LabConfig()
         self.data = task_data(cfg)
-        self.model, self.tok = load_encoder(device=device)
+        self.model, self.tok = load_encoder(device=device, pooling=cfg.budget.pooling)
         self.pretrained = copy.deepcopy(self.model.state_dict())  # the pretrained encoder; each run draws its own head
         dl = lambda df: make_loader(df, self.tok, batch_size=64, max_length=cfg.budget.max_length)
         self.loaders = {p: {t: dl(self.data[t][p]) for t in ("A", "B", "B3")} for p in PARTS}

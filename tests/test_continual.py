@@ -277,6 +277,16 @@ def test_run_lab_searches_then_repeats_and_reads_back(tmp_path):
         run_lab(lab, tmp_path, labels=("replay", "rehearsal"))  # a typo in CONTINUAL_LABELS: said before anything runs
 
 
+def test_lab_model_reads_the_budgets_pooling():
+    "The lab's encoder puts its head on the pooling its budget (and so its records) names."
+    from dataclasses import replace
+    from transformers.models.bert.modeling_bert import BertPooler
+    from ft_kit.models import MeanPooler
+    for pooling, kind in (("auto", MeanPooler), ("cls", BertPooler)):
+        lab = Lab(LabConfig(replace(LabConfig().budget, n_train=8, n_eval=8, pooling=pooling), n_probe=4), device="cpu")
+        assert isinstance(lab.model.base_model.pooler, kind), pooling
+
+
 def test_lab_sentence_ranks_only_what_the_intervals_separate():
     rows = {"seq_full": (0.70, 0.02, 0.10), "seq_lora": (0.77, 0.01, 0.03), "replay": (0.78, 0.02, 0.01), "ewc": (0.72, 0.01, 0.06),
             "adapters": (0.80, 0.01, 0.0), "adapters_routed": (0.79, 0.01, 0.005), "joint": (0.82, 0.01, -0.01)}
