@@ -66,7 +66,7 @@ def main(n: int = 32,  # snippets scored by each few-shot scorer
     acc = {w: evaluate_scores(zero["label"].tolist(), zruns[w][0]["scores"])["accuracy"] for w in WAYS}
     whole = splits["test"].iloc[:n_all]
     wpred = {w: one(*ways[w], list(whole["text"]), None)["scores"].argmax(1) for w in WAYS}
-    truth = torch.as_tensor(whole["label"].to_numpy())
+    truth = torch.tensor(whole["label"].to_numpy())  # a copy: the frame's array is read-only
     out = {"seconds": sec, "ms_per_snippet": {k_: 1000 * v / n for k_, v in sec.items()},
            "cache_speedup": {w: sec[f"naive_{w}"] / sec[f"cached_{w}"] for w in WAYS},
            "bf16_speedup": {f"{c}_{w}": sec[f"{c}_fp32"] / sec[f"{c}_{w}"] for c in ("naive", "cached") for w in WAYS[1:]},
