@@ -161,6 +161,11 @@ def alternated(fns: dict, rounds: int) -> dict[str, list]:
     return out
 
 
+def median_seconds(runs: dict) -> dict:
+    "name -> the median of its rounds' seconds, from `alternated`'s results (each a dict with 'seconds')."
+    return {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+
+
 def median_row(runs: list[dict], ceilings: dict) -> dict:
     "The median of each timing over the rounds, and the figures derived from it."
     sec = statistics.median(r["seconds"] for r in runs); r0 = runs[0]
@@ -220,8 +225,7 @@ def bench_inference(device, df, n: int = 512) -> dict:
     def one(p):
         t = time.perf_counter(); probs = predict(m, dl, p); return {"seconds": time.perf_counter() - t, "probs": probs}
     runs = alternated({"fp32": lambda: one("fp32"), "bf16": lambda: one("bf16")}, ROUNDS)
-    out = {k: {"seconds": statistics.median(r["seconds"] for r in v), "snippets_per_s": n / statistics.median(r["seconds"] for r in v)}
-           for k, v in runs.items()}
+    out = {k: {"seconds": sec, "snippets_per_s": n / sec} for k, sec in median_seconds(runs).items()}
     p32, p16 = runs["fp32"][0]["probs"], runs["bf16"][0]["probs"]
     labels = val["label"].to_numpy()
     return {**out, "bf16_vs_fp32": out["bf16"]["snippets_per_s"] / out["fp32"]["snippets_per_s"],
@@ -242,7 +246,7 @@ def bench_frozen(df, device) -> dict:
         return {"seconds": r.train_time_s}
     one(True)  # fills the cache: the first epoch of the first run pays for it
     runs = alternated({"recomputed": lambda: one(False), "cached": lambda: one(True)}, ROUNDS)
-    sec = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    sec = median_seconds(runs)
     return {"seconds": sec, "speedup": sec["recomputed"] / sec["cached"], "n": len(df)}
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import time
 import warnings
 
 import torch
+
+from bench import _env
 
 WAYS = ("fp32", "bf16", "bf16_weights")  # fp32; bf16 autocast; a bf16 copy of the weights, no autocast
 
@@ -26,21 +27,16 @@ def _scorers(model) -> dict:
     return {"fp32": (model, "fp32"), "bf16": (model, "bf16"), "bf16_weights": (copy.deepcopy(model).to(torch.bfloat16), "fp32")}
 
 
-def _median_seconds(runs: dict) -> dict:
-    "name -> median seconds over its rounds."
-    return {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-
-
 def main(n: int = 32,  # snippets scored by each few-shot scorer
          k: int = 8,  # demonstrations in the shared prefix
          batch_size: int = 16,  # prompts per forward pass
-         n_zero: int = int(os.environ.get("BENCH_ZERO_N", 500)),  # balanced test snippets of the zero-shot check
-         n_all: int | None = int(os.environ["BENCH_ALL_N"]) if os.environ.get("BENCH_ALL_N") else None,  # None: whole test
+         n_zero: int = int(_env("BENCH_ZERO_N", "500")),  # balanced test snippets of the zero-shot check
+         n_all: int | None = int(_env("BENCH_ALL_N", "0")) or None,  # the whole-split check's first snippets; None: all
         ) -> dict:  # timings, speed-ups, largest score differences, zero-shot accuracies and agreement
     "Time `score_texts` cached and naive in each way; zero-shot accuracy and agreement with fp32; print; save a record."
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", message=".*deprecated.*")
-    from bench.__main__ import ROUNDS, alternated
+    from bench.__main__ import ROUNDS, alternated, median_seconds
     from ft_kit.data import load_splits, sample_balanced
     from ft_kit.models import load_causal_lm
     from ft_kit.prompting import PromptSetup, choose_demos, evaluate_scores, score_texts
@@ -56,13 +52,13 @@ def main(n: int = 32,  # snippets scored by each few-shot scorer
     fns = {f"{name}_{w}": (lambda c=c, w=w: one(*ways[w], texts, demos, c)) for name, c in (("naive", False), ("cached", True))
            for w in WAYS}
     runs = alternated(fns, ROUNDS)
-    sec = _median_seconds(runs)
+    sec = median_seconds(runs)
     score = lambda key: runs[key][0]["scores"]
     diff = {f"cached_vs_naive_{w}": (score(f"cached_{w}") - score(f"naive_{w}")).abs().max().item() for w in WAYS}
     diff |= {f"{w}_vs_fp32": (score(f"cached_{w}") - score("cached_fp32")).abs().max().item() for w in WAYS[1:]}
     zero = sample_balanced(splits["test"], n_zero, seed=0)
     zruns = alternated({w: (lambda w=w: one(*ways[w], list(zero["text"]), None)) for w in WAYS}, ROUNDS)
-    zsec, pred = _median_seconds(zruns), {w: zruns[w][0]["scores"].argmax(1) for w in WAYS}
+    zsec, pred = median_seconds(zruns), {w: zruns[w][0]["scores"].argmax(1) for w in WAYS}
     acc = {w: evaluate_scores(zero["label"].tolist(), zruns[w][0]["scores"])["accuracy"] for w in WAYS}
     whole = splits["test"].iloc[:n_all]
     wpred = {w: one(*ways[w], list(whole["text"]), None)["scores"].argmax(1) for w in WAYS}
