@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import warnings
 
-from bench import _env, tried_line
+from bench import _env, point_line
 
 
 def main() -> dict:
@@ -48,8 +48,7 @@ def main() -> dict:
         rec = answer_tune_point(f"smollm2-lora{tag}-n{size}", make, PromptSetup(), data, grid=grid, seeds=seeds,
                                 widen=int(_env("PT_WIDEN", "1")), cfg=cfg)
         out[size] = rec
-        tried = tried_line(rec["tried"])
-        print(f"n={size}: {time.perf_counter() - t:.0f} s, chosen {rec['chosen']} [{tried}] {rec['reason']}", flush=True)
+        print(point_line(size, t, rec, rec["reason"]), flush=True)
     return out
 
 

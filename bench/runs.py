@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ft_kit.data import load_splits, make_loader, sample_balanced
-from ft_kit.models import load_encoder
+from ft_kit.models import load_encoder, saved_pooling
 from ft_kit.results import committed_results_dir, find_result
 from ft_kit.train import TrainConfig, evaluate_model, record_run, seed_everything, train
 
@@ -32,7 +32,7 @@ def minilm_full_ft(n: int | None = None, precision: str = "fp32") -> str:
     test = evaluate_model(model, make_loader(splits["test"], tok, batch_size=32), precision)
     folder = None if os.environ.get("FT_KIT_RESULTS_DIR") else committed_results_dir() / ("_test" if n else "")
     path = record_run(name, model, cfg, res, data, test=test, test_split={"n": len(splits["test"])},
-                      pooling=getattr(model.config, "ft_kit_pooling", None) or "cls", results_dir=folder, overwrite=True)
+                      pooling=saved_pooling(model.config), results_dir=folder, overwrite=True)
     return (f"{name}: {res.steps} steps in {res.train_time_s / 60:.1f} min, validation accuracy {res.best['accuracy']:.1%} "
             f"(best step {res.best_step}), test accuracy {test['accuracy']:.1%} (majority {test['majority_accuracy']:.1%}) "
             f"-> {path.relative_to(os.getcwd()) if path.is_relative_to(os.getcwd()) else path.name}")

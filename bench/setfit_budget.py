@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bench import _env, tried_line
+from bench import _env, point_line
 
 
 @dataclass
@@ -111,8 +111,7 @@ def main() -> dict:
                     description=f"SetFit (setfit), packaged MiniLM, {n} labels", chosen=res["chosen"], tried=res["tried"],
                     reason=why, protocol=protocol, tags={"n_labelled": n}, overwrite=True)
         out[n] = res
-        tried = tried_line(res["tried"])
-        print(f"n={n}: {time.perf_counter() - t:.0f} s, chosen {res['chosen']} [{tried}] {why}", flush=True)
+        print(point_line(n, t, res, why), flush=True)
     return out
 
 

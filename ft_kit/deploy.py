@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import LABELS
 from .lora import LoRALinear, lora_layers
-from .models import quiet_transformers, get_device, load_encoder, use_mean_pooling
+from .models import quiet_transformers, get_device, load_encoder, saved_pooling, use_mean_pooling
 from .results import checkpoint_mb
 
 # %% auto #0
@@ -130,7 +130,7 @@ def save_model(model: nn.Module,  # a fine-tuned classifier: plain, with kit LoR
     info.format = "peft" if adapters and not merge else "transformers"
     cfg = out.config if info.format == "transformers" else out.base_model.model.config
     cfg.id2label, cfg.label2id = dict(enumerate(info.labels)), {l: i for i, l in enumerate(info.labels)}
-    info.pooling = getattr(cfg, "ft_kit_pooling", None) or "cls"  # a peft folder has no config of its own: keep it here
+    info.pooling = saved_pooling(cfg)  # a peft folder has no config of its own: keep it here
     with quiet_transformers(): out.save_pretrained(path); tokenizer.save_pretrained(path)
     (path / META_FILE).write_text(json.dumps(asdict(info), indent=1) + "\n")
     return path
@@ -148,7 +148,7 @@ def load_model(path: str | Path,  # a folder written by `save_model` (or any tra
             model = PeftModel.from_pretrained(base, str(path))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(path))
-            if "mean" in (info.pooling, getattr(model.config, "ft_kit_pooling", None)): use_mean_pooling(model)
+            if "mean" in (info.pooling, saved_pooling(model.config)): use_mean_pooling(model)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model.to(get_device(device)).eval(), tokenizer, info
 

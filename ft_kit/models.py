@@ -28,9 +28,9 @@ except ImportError: fcntl = None
 # %% auto #0
 __all__ = ['ENCODER_NAME', 'CAUSAL_LM_NAME', 'GGUF_FILE', 'POOLINGS', 'HEAD_NAMES', 'ADAPTER_MARKERS', 'get_device',
            'ModelNotFoundError', 'packaged_file', 'encoder_dir', 'quiet_transformers', 'resolve_model',
-           'checkpoint_pooling', 'pooling_for', 'MeanPooler', 'use_mean_pooling', 'load_encoder', 'param_kind',
-           'count_params', 'param_block', 'params_per_block', 'mean_pool', 'sentence_vectors', 'cache_dir',
-           'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm', 'top_next_tokens']
+           'checkpoint_pooling', 'pooling_for', 'MeanPooler', 'use_mean_pooling', 'saved_pooling', 'load_encoder',
+           'param_kind', 'count_params', 'param_block', 'params_per_block', 'mean_pool', 'sentence_vectors',
+           'cache_dir', 'smollm2_cache', 'cache_ok', 'convert_gguf', 'load_causal_lm', 'top_next_tokens']
 
 # %% ../nbs/02_models.ipynb #b638e6ae
 def get_device(device: str | torch.device | None = None,  # a device to use as is; None picks CUDA when present, else CPU
@@ -140,6 +140,12 @@ def use_mean_pooling(model: nn.Module,  # a BERT-like classifier (its `base_mode
     base.register_forward_pre_hook(base.pooler.stash, with_kwargs=True)  # a bound method: deepcopy rebinds it to the copy
     model.config.ft_kit_pooling = "mean"
     return model
+
+
+def saved_pooling(config,  # a transformers config
+                 ) -> str:  # 'mean' or 'cls'
+    "The pooling a model's head reads, as its config records it: its `ft_kit_pooling`, else transformers' 'cls'."
+    return getattr(config, "ft_kit_pooling", None) or "cls"
 
 # %% ../nbs/02_models.ipynb #149bfc07
 def load_encoder(name: str | os.PathLike | None = None,  # None: the packaged all-MiniLM-L6-v2; else a local folder or hub name

@@ -17,12 +17,13 @@ from transformers import AutoModelForSequenceClassification
 
 from .data import load_splits
 from .experiment import Budget, aggregate, budget_data, fresh_head, total_steps
-from .models import load_encoder, use_mean_pooling
+from .models import load_encoder, saved_pooling, use_mean_pooling
 from .peft_methods import run_method
 
 # %% auto #0
-__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'CURVE_COLUMNS', 'GATE_WORDS', 'random_init', 'transfer_budget', 'TransferConfig',
-           'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves', 'short_reason', 'transfer_summary']
+__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'TRANSFER_STEPS', 'TRANSFER_CHECKS', 'CURVE_COLUMNS', 'GATE_WORDS', 'random_init',
+           'transfer_budget', 'TransferConfig', 'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves',
+           'short_reason', 'transfer_summary']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
@@ -32,13 +33,15 @@ def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_e
     if not hasattr(model, "config"): raise TypeError(f"{type(model).__name__} has no `.config`: pass a transformers model")
     torch.manual_seed(seed)
     twin = AutoModelForSequenceClassification.from_config(model.config)
-    if getattr(model.config, "ft_kit_pooling", None) == "mean": use_mean_pooling(twin)
+    if saved_pooling(model.config) == "mean": use_mean_pooling(twin)
     return twin.to(next(model.parameters()).device).eval()
 
 # %% ../nbs/05_transfer.ipynb #176355dd
 TRANSFER_GRIDS = {"pretrained": (1e-5, 3e-5, 1e-4, 3e-4),  # full fine-tuning's usual range (lesson 07's grid)
                   "random": (1e-4, 3e-4, 1e-3, 3e-3)}  # random weights: larger steps, as in pretraining from scratch
 TRANSFER_WARMUP = {"pretrained": 0.1, "random": 0.2}  # share of the steps warming up: a random start needs a longer one
+TRANSFER_STEPS = {"random": 256}  # a start's own least steps a run (else the budget's min_steps): from scratch needs more
+TRANSFER_CHECKS = {"random": 8}  # validations spread over a run, the best kept (early stopping); absent: 1, the last weights
 
 
 def transfer_budget(**changes) -> Budget:
@@ -48,11 +51,13 @@ def transfer_budget(**changes) -> Budget:
 
 @dataclass
 class TransferConfig:
-    "The label-budget experiment: the sizes and starts, each start's grid and warm-up, on one shared budget."
+    "The label-budget experiment: the sizes and starts, each start's grid, warm-up and length, on one shared budget."
     sizes: tuple = (32, 128, 512, 2048, None)  # labelled training examples (balanced samples); None: the whole split
     kinds: tuple = ("pretrained", "random")  # the two starts
     grids: dict = field(default_factory=lambda: dict(TRANSFER_GRIDS))  # learning rates searched on validation, per start
     warmup: dict = field(default_factory=lambda: dict(TRANSFER_WARMUP))  # warm-up share, per start
+    steps: dict = field(default_factory=lambda: dict(TRANSFER_STEPS))  # a start's own min_steps (else the budget's)
+    checks: dict = field(default_factory=lambda: dict(TRANSFER_CHECKS))  # a start's validations per run (else 1)
     widen: int = 2  # extra rates the search may add past the grid's edge (see `ft_kit.experiment.search`)
     budget: Budget = field(default_factory=transfer_budget)  # shared by every run; its n_train is set per size
     prefix: str = "transfer"  # records: <prefix>-<kind>-n<size>-lr<rate>-s<seed> and <prefix>-<kind>-n<size>-search
@@ -77,9 +82,11 @@ def transfer_point(kind: str, # 'pretrained' or 'random'
                   ) -> dict: # the point's search record (chosen rate, every rate tried, why it failed if it did)
     "One point of the curves: the start's learning-rate search on `n` labels, then the other seeds at the chosen rate."
     if kind not in tc.grids: raise ValueError(f"kind must be one of {list(tc.grids)}, got {kind!r}")
-    budget = replace(tc.budget, n_train=n)
+    budget = replace(tc.budget, n_train=n, min_steps=tc.steps.get(kind, tc.budget.min_steps))
     data = budget_data(budget, splits)
-    opts = {"grid": tc.grids[kind], "widen": tc.widen, "overrides": {"warmup_ratio": tc.warmup[kind]}}
+    over = {"warmup_ratio": tc.warmup[kind]}
+    if (k := tc.checks.get(kind, 1)) > 1: over["eval_every"] = max(1, total_steps(len(data["train"]), budget) // k)
+    opts = {"grid": tc.grids[kind], "widen": tc.widen, "overrides": over}
     return run_method(f"{kind}-n{'all' if n is None else n}", "full", opts, data, budget, make_model, tc.prefix, results_dir,
                       tags={"kind": kind, "n_labelled": len(data["train"])})
 

@@ -43,20 +43,23 @@ def test_random_twin_keeps_architecture_and_pooling():
 
 
 def test_points_search_each_start_with_its_grid(tmp_path, tok, monkeypatch):
-    "Each (start, size) runs its own grid and warm-up; records carry the tags; curves use the chosen rate's valid seeds."
+    "Each (start, size) runs its own grid, warm-up, length and validations; records carry the tags; curves use valid seeds."
     monkeypatch.setattr(pm, "failures", lambda metrics, change=None: [])  # every run valid: this test is about the mechanics
     tc = tr.TransferConfig(sizes=(16,), grids={"pretrained": (1e-3, 3e-3), "random": (1e-2,)}, warmup={"pretrained": 0.1, "random": 0.3},
-                           widen=0, prefix="tt", budget=tr.transfer_budget(n_eval=16, seeds=(0, 1), min_steps=2, max_epochs=1,
-                                                                           max_length=16, precision="fp32"))
+                           steps={"random": 3}, checks={"random": 3}, widen=0, prefix="tt",
+                           budget=tr.transfer_budget(n_eval=16, seeds=(0, 1), min_steps=2, max_epochs=4, max_length=16, precision="fp32"))
     makes = {"pretrained": lambda s: (tr.fresh_head(tiny(0), s), tok), "random": lambda s: (tr.random_init(tiny(0), s), tok)}
     splits = load_splits()
     points = [tr.transfer_point(k, 16, makes[k], splits, tc, tmp_path) for k in tc.kinds]
     assert [p["tags"] for p in points] == [{"kind": "pretrained", "n_labelled": 16}, {"kind": "random", "n_labelled": 16}]
     assert [v for v, *_ in points[0]["tried"]] == [1e-3, 3e-3] and [v for v, *_ in points[1]["tried"]] == [1e-2]
     r = get_result("tt-random-n16-lr1e-02-s1", tmp_path)
-    assert r["config"]["warmup_ratio"] == 0.3 and r["overrides"] == {"warmup_ratio": 0.3} and r["method"] == "full"
-    assert r["protocol"]["n_train"] == 16 and r["protocol"]["balanced"]
-    assert get_result("tt-pretrained-n16-lr1e-03-s0", tmp_path)["config"]["warmup_ratio"] == 0.1
+    assert r["config"]["warmup_ratio"] == 0.3 and r["overrides"] == {"warmup_ratio": 0.3, "eval_every": 1} and r["method"] == "full"
+    assert r["protocol"]["n_train"] == 16 and r["protocol"]["balanced"] and r["protocol"]["min_steps"] == 3  # its own length
+    assert r["steps"] == 3 and len(r["history"]["eval"]) == 3  # 16 rows are one step an epoch: 3 epochs, validated after each
+    p = get_result("tt-pretrained-n16-lr1e-03-s0", tmp_path)  # the budget's length, validated once, at the end
+    assert p["config"]["warmup_ratio"] == 0.1 and p["steps"] == 2 and len(p["history"]["eval"]) == 1
+    assert p["protocol"]["min_steps"] == 2 and p["overrides"] == {"warmup_ratio": 0.1}
     sample = tr.budget_data(tr.replace(tc.budget, n_train=16), splits)["train"]
     assert np.bincount(sample["label"]).tolist() == [8, 8]  # a class-balanced sample of the labels
     c = tr.transfer_curves("tt", tmp_path)
