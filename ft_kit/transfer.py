@@ -40,7 +40,7 @@ def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_e
 TRANSFER_GRIDS = {"pretrained": (1e-5, 3e-5, 1e-4, 3e-4),  # full fine-tuning's usual range (lesson 07's grid)
                   "random": (1e-4, 3e-4, 1e-3, 3e-3)}  # random weights: larger steps, as in pretraining from scratch
 TRANSFER_WARMUP = {"pretrained": 0.1, "random": 0.2}  # share of the steps warming up: a random start needs a longer one
-TRANSFER_STEPS = {"random": 256}  # a start's own least steps a run (else the budget's min_steps): from scratch needs more
+TRANSFER_STEPS = {"random": 256}  # fewest steps a run gets, per start (else the budget's min_steps): from scratch needs more
 TRANSFER_CHECKS = {"random": 8}  # validations spread over a run, the best kept (early stopping); absent: 1, the last weights
 
 
