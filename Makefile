@@ -51,6 +51,7 @@ bench: $(STAMP)  ## speed comparisons, printed as ratios measured in one run
 results: $(STAMP)  ## full-size runs that write data/results/*.json (slow: run once, commit the JSON)
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.runs
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.protocol
+	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.bow
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompting_results
 	PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompt_tune
 	PT_SIZES=32,128,512 PT_STEPS=100 PATH=$(BIN):$$PATH $(BIN)/python -m bench.timed bench.prompt_tune

@@ -19,11 +19,13 @@ from .data import load_splits
 from .experiment import Budget, aggregate, budget_data, fresh_head, total_steps
 from .models import load_encoder, saved_pooling, use_mean_pooling
 from .peft_methods import run_method
+from .results import load_results
 
 # %% auto #0
-__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'TRANSFER_STEPS', 'TRANSFER_CHECKS', 'CURVE_COLUMNS', 'GATE_WORDS', 'random_init',
-           'transfer_budget', 'TransferConfig', 'start_factory', 'transfer_point', 'run_transfer', 'transfer_curves',
-           'short_reason', 'transfer_summary']
+__all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'TRANSFER_STEPS', 'TRANSFER_CHECKS', 'CURVE_COLUMNS', 'GATE_WORDS', 'BOW_COLUMNS',
+           'random_init', 'transfer_budget', 'TransferConfig', 'start_budget', 'start_factory', 'transfer_point',
+           'run_transfer', 'transfer_curves', 'schedule_lines', 'short_reason', 'transfer_summary', 'bow_table',
+           'bow_comparison']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
@@ -40,8 +42,8 @@ def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_e
 TRANSFER_GRIDS = {"pretrained": (1e-5, 3e-5, 1e-4, 3e-4),  # full fine-tuning's usual range (lesson 07's grid)
                   "random": (1e-4, 3e-4, 1e-3, 3e-3)}  # random weights: larger steps, as in pretraining from scratch
 TRANSFER_WARMUP = {"pretrained": 0.1, "random": 0.2}  # share of the steps warming up: a random start needs a longer one
-TRANSFER_STEPS = {"random": 256}  # fewest steps a run gets, per start (else the budget's min_steps): from scratch needs more
-TRANSFER_CHECKS = {"random": 8}  # validations spread over a run, the best kept (early stopping); absent: 1, the last weights
+TRANSFER_STEPS = {"pretrained": 256, "random": 256}  # fewest steps a run gets, per start (else the budget's min_steps)
+TRANSFER_CHECKS = {"pretrained": 8, "random": 8}  # validations over a run, the best kept; absent: 1, the last weights
 
 
 def transfer_budget(**changes) -> Budget:
@@ -61,6 +63,14 @@ class TransferConfig:
     widen: int = 2  # extra rates the search may add past the grid's edge (see `ft_kit.experiment.search`)
     budget: Budget = field(default_factory=transfer_budget)  # shared by every run; its n_train is set per size
     prefix: str = "transfer"  # records: <prefix>-<kind>-n<size>-lr<rate>-s<seed> and <prefix>-<kind>-n<size>-search
+
+
+def start_budget(tc: TransferConfig, # the experiment
+                 kind: str, # 'pretrained' or 'random'
+                 n: int | None = None, # labelled examples; None: the whole training split
+                ) -> Budget: # the shared budget with this start's least steps and this size
+    "The budget a start's runs get on `n` labels: the shared one, with the start's own `min_steps`."
+    return replace(tc.budget, n_train=n, min_steps=tc.steps.get(kind, tc.budget.min_steps))
 
 # %% ../nbs/05_transfer.ipynb #f25e830a
 def start_factory(kind: str, # 'pretrained' or 'random'
@@ -82,7 +92,7 @@ def transfer_point(kind: str, # 'pretrained' or 'random'
                   ) -> dict: # the point's search record (chosen rate, every rate tried, why it failed if it did)
     "One point of the curves: the start's learning-rate search on `n` labels, then the other seeds at the chosen rate."
     if kind not in tc.grids: raise ValueError(f"kind must be one of {list(tc.grids)}, got {kind!r}")
-    budget = replace(tc.budget, n_train=n, min_steps=tc.steps.get(kind, tc.budget.min_steps))
+    budget = start_budget(tc, kind, n)
     data = budget_data(budget, splits)
     over = {"warmup_ratio": tc.warmup[kind]}
     if (k := tc.checks.get(kind, 1)) > 1: over["eval_every"] = max(1, total_steps(len(data["train"]), budget) // k)
@@ -118,6 +128,19 @@ def transfer_curves(prefix: str = "transfer", # the experiment's record prefix
                                              "majority_acc": "majority"})
     t["n"] = t["n"].astype(int)
     return t.sort_values(["kind", "n"]).reset_index(drop=True)[CURVE_COLUMNS]
+
+
+def schedule_lines(searches: list[dict], # the grid's search records, e.g. `load_results("transfer-*-search")`
+                  ) -> list[str]: # one line per (start, schedule): its length, its validations, the sizes that ran it
+    "Which schedule each start's points ran, read from their search records: points run under two rules show as two lines."
+    groups = {}
+    for s in sorted(searches, key=lambda s: (s["tags"]["kind"], s["tags"]["n_labelled"])):
+        p, every, n = s["protocol"], s["options"]["overrides"].get("eval_every"), s["tags"]["n_labelled"]
+        checks = 1 if every is None else total_steps(n, Budget(**p)) // every
+        groups.setdefault((s["tags"]["kind"], p["epochs"], p["min_steps"], p["max_epochs"], checks), []).append(f"{n:,}")
+    said = lambda c: "validated once, at the end" if c <= 1 else f"validated {c} times, the best weights kept"
+    return [f"{k} start: runs of at least {e} epochs and {m} steps (at most {x} epochs), {said(c)}: {', '.join(ns)} labels"
+            for (k, e, m, x, c), ns in groups.items()]
 
 # %% ../nbs/05_transfer.ipynb #016f14ec
 GATE_WORDS = {"predicts class": "collapsed to one class", "at or below the majority": "no better than the majority class",
@@ -164,3 +187,54 @@ def _fragile(c: pd.DataFrame) -> str:
     where = "; ".join(f"the {k} start at {n:,} labels ({lo:.1%})" for k, n, lo in zip(weak["kind"], weak["n"], weak["min"]))
     return (f" Some points pass the gates on validation yet have a seed at or below the majority class on the test split, "
             f"so their means are fragile: {where}.")
+
+# %% ../nbs/05_transfer.ipynb #073985ac
+BOW_COLUMNS = ["n", "accuracy", "val_accuracy", "C", "valid", "reason", "majority"]
+
+
+def bow_table(prefix: str = "transferbow", # the yardstick's record prefix (`bench/bow.py`)
+              results_dir=None, # default: see `ft_kit.results.search_dirs`
+             ) -> pd.DataFrame: # one row per size: BOW_COLUMNS (accuracy NaN where no C passed the gates)
+    "The bag-of-words yardstick per training size: test accuracy at the C chosen on validation, or why it failed."
+    rows = [{"n": r["n_labelled"], "accuracy": r["test"]["accuracy"] if r["valid"] else np.nan,
+             "val_accuracy": r["metrics"]["accuracy"], "C": r["config"]["C"], "valid": r["valid"],
+             "reason": "; ".join(r["failed"]), "majority": r["test"]["majority_accuracy"]}
+            for r in load_results(f"{prefix}-n*", results_dir)]
+    return pd.DataFrame(rows, columns=BOW_COLUMNS).sort_values("n").reset_index(drop=True)
+
+
+def _sizes(ns) -> str:
+    "'128', '128 and 512', '128, 512 and 2,048': sizes as a sentence lists them."
+    ns = [f"{n:,}" for n in ns]
+    return ns[0] if len(ns) == 1 else ", ".join(ns[:-1]) + " and " + ns[-1]
+
+
+def _beside(d: pd.Series, # a start's accuracy minus the yardstick's, per size
+            who: str, # e.g. 'the random start'
+           ) -> str:
+    "Where a start sits against the yardstick: below or above it at every size (by how much), or which sizes each."
+    lo, hi = 100 * d.abs().min(), 100 * d.abs().max()
+    pts = f"{lo:.1f} points" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f} points"
+    if (d < 0).all(): return f"{who} stays below it at every size where both are results, by {pts}"
+    if (d > 0).all(): return f"{who} is above it at every size where both are results, by {pts}"
+    return f"{who} is below it with {_sizes(d.index[d < 0])} labels and not below it with {_sizes(d.index[d >= 0])}"
+
+
+def bow_comparison(c: pd.DataFrame, # `transfer_curves`
+                   bow: pd.DataFrame, # `bow_table`
+                  ) -> str: # sentences with every figure read from the two tables
+    "Both starts beside a bag of words fitted to the same labels: its scores, and where each start sits against it."
+    ok = bow.dropna(subset=["accuracy"]).set_index("n")["accuracy"]
+    words = lambda r: ", ".join(w for k, w in GATE_WORDS.items() if k in r)
+    note = "".join(f" With {n:,} labels no `C` passes the gates ({words(r)})." for n, r in zip(bow["n"], bow["reason"])
+                   if n not in ok.index)
+    if ok.empty: return "No bag-of-words point is a result yet: run `python -m bench.bow`." + note
+    c = c.dropna(subset=["accuracy"])
+    d = {k: (c[c["kind"] == k].set_index("n")["accuracy"] - ok).dropna() for k in ("random", "pretrained")}
+    parts = [_beside(v, f"the {k} start") + (": from these labels alone it learns less than counting words does"
+                                             if k == "random" and (v < 0).all() else "") for k, v in d.items() if not v.empty]
+    if not parts: return "The curves and the bag-of-words points share no size." + note
+    scores, said = ", ".join(f"{a:.1%} with {n:,} labels" for n, a in ok.items()), "; ".join(parts)
+    return (f"A logistic regression on bag-of-words features (TF-IDF of words and word pairs, its `C` chosen on "
+            f"validation) fitted to the same samples scores {scores} on the test split (majority class "
+            f"{bow['majority'].iloc[0]:.1%}). {said[0].upper()}{said[1:]}." + note)

@@ -60,6 +60,9 @@ def test_points_search_each_start_with_its_grid(tmp_path, tok, monkeypatch):
     p = get_result("tt-pretrained-n16-lr1e-03-s0", tmp_path)  # the budget's length, validated once, at the end
     assert p["config"]["warmup_ratio"] == 0.1 and p["steps"] == 2 and len(p["history"]["eval"]) == 1
     assert p["protocol"]["min_steps"] == 2 and p["overrides"] == {"warmup_ratio": 0.1}
+    assert tr.schedule_lines(points) == [  # what the lesson prints, read back from the search records
+        "pretrained start: runs of at least 2 epochs and 2 steps (at most 4 epochs), validated once, at the end: 16 labels",
+        "random start: runs of at least 2 epochs and 3 steps (at most 4 epochs), validated 3 times, the best weights kept: 16 labels"]
     sample = tr.budget_data(tr.replace(tc.budget, n_train=16), splits)["train"]
     assert np.bincount(sample["label"]).tolist() == [8, 8]  # a class-balanced sample of the labels
     c = tr.transfer_curves("tt", tmp_path)
@@ -69,6 +72,14 @@ def test_points_search_each_start_with_its_grid(tmp_path, tok, monkeypatch):
         runs = [x for x in load_results(f"tt-{kind}-n16-*", tmp_path) if x.get("value") == p["chosen"] and x.get("valid")]
         if p["chosen"] is None or not runs: assert np.isnan(row["accuracy"]) and row["status"] == "failed"
         else: assert row["accuracy"] == pytest.approx(np.mean([x["test"]["accuracy"] for x in runs])) and row["seeds"] == len(runs)
+
+
+def test_starts_share_length_and_stopping_by_default():
+    "Lesson 05's starts differ only in rates and warm-up: the same least steps and validations, so neither gets a longer run."
+    tc = tr.TransferConfig()
+    assert set(tc.steps) == set(tc.checks) == set(tc.kinds) == set(tc.grids) == set(tc.warmup)
+    assert len(set(tc.steps.values())) == 1 and len(set(tc.checks.values())) == 1 and tc.checks["pretrained"] > 1
+    assert tc.grids["pretrained"] != tc.grids["random"]  # each start keeps its own search
 
 
 def test_failed_point_has_no_accuracy_only_its_reason(tmp_path, tok):
@@ -100,3 +111,47 @@ def test_summary_reads_every_figure_from_the_curves():
     assert "fragile" not in text  # every seed above the majority class
     c.loc[(c["kind"] == "random") & (c["n"] == 128), "min"] = 0.55
     assert tr.transfer_summary(c).endswith("so their means are fragile: the random start at 128 labels (55.0%).")
+
+
+def test_bow_comparison_reads_every_figure_from_both_tables():
+    "The yardstick's sentence: its test scores at valid sizes, each start's side of it and by how much, failed sizes."
+    import pandas as pd
+    rows = [("pretrained", 128, 0.70), ("pretrained", 512, 0.78), ("random", 128, 0.55), ("random", 512, 0.62)]
+    c = pd.DataFrame([{"kind": k, "n": n, "accuracy": a} for k, n, a in rows])
+    bow = pd.DataFrame([{"n": 32, "accuracy": np.nan, "reason": "validation accuracy 50.0% is at or below the majority class's 56.0%"},
+                        {"n": 128, "accuracy": 0.56, "reason": ""}, {"n": 512, "accuracy": 0.65, "reason": ""}]).assign(majority=0.6)
+    text = tr.bow_comparison(c, bow)
+    assert "scores 56.0% with 128 labels, 65.0% with 512 labels on the test split (majority class 60.0%)." in text
+    assert "The random start stays below it at every size where both are results, by 1.0 to 3.0 points: from these" in text
+    assert "the pretrained start is above it at every size where both are results, by 13.0 to 14.0 points." in text
+    assert text.endswith("With 32 labels no `C` passes the gates (no better than the majority class).")
+    c.loc[3, "accuracy"] = 0.66  # random above the yardstick at 512: the sentence says where each
+    assert "The random start is below it with 128 labels and not below it with 512; the pretrained" in tr.bow_comparison(c, bow)
+    r = c[c["kind"] == "random"].assign(accuracy=[0.5, 0.6])  # one shared size (no yardstick at 512): one figure, no range
+    assert "The random start stays below it at every size where both are results, by 6.0 points: from these" in \
+        tr.bow_comparison(r, bow.assign(n=[32, 128, 4096]))
+
+
+def test_bow_table_reads_the_yardstick_records(tmp_path):
+    "bench.bow's records back as a table: the chosen C's test accuracy where a C passed the gates, NaN and why if none."
+    import pandas as pd
+    pytest.importorskip("sklearn")
+    from bench.bow import bow_point
+    from ft_kit.results import save_result
+    words = ["great", "awful"]  # one word per class: a lightly regularised fit separates them
+    frame = lambda n: pd.DataFrame({"text": [f"a {words[i % 2]} film {i}" for i in range(n)], "label": [i % 2 for i in range(n)]})
+    train = pd.DataFrame({"text": [f"a {w} film {i}" for i, w in enumerate(["great"] * 4 + ["awful"] * 12)], "label": [0] * 4 + [1] * 12})
+    test = frame(10).assign(label=lambda d: [1 - y if i < 2 else y for i, y in enumerate(d["label"])])  # 2 of 10 mislabelled
+    good = bow_point({"train": train, "validation": frame(10), "test": test}, cs=(1e-4, 1.0))
+    assert good["tried"][0][2] is False and good["tried"][0][1] == 0.5  # C=1e-4: only the intercept, class 1 for all
+    assert good["valid"] and good["C"] == 1.0 and good["failed"] == []
+    assert good["metrics"]["accuracy"] == 1.0 and good["test"]["accuracy"] == 0.8  # chosen on validation, scored on test
+    same = lambda n: pd.DataFrame({"text": ["a film"] * n, "label": [1] * (n - 3) + [0] * 3})  # nothing to learn: one class
+    bad = bow_point({"train": train, "validation": same(10), "test": same(10)}, cs=(1.0,))
+    assert not bad["valid"] and "predicts class" in bad["failed"][0]
+    for n, p in ((16, good), (8, bad)):
+        save_result(f"tb-n{n}", {"C": p["C"]}, p["metrics"], None, tmp_path, n_labelled=n, test=p["test"], valid=p["valid"],
+                    failed=p["failed"])
+    t = tr.bow_table("tb", tmp_path)
+    assert list(t["n"]) == [8, 16] and np.isnan(t.loc[0, "accuracy"]) and "predicts class" in t.loc[0, "reason"]
+    assert t.loc[1, "accuracy"] == 0.8 and t.loc[1, "val_accuracy"] == 1.0 and t.loc[1, "C"] == 1.0
