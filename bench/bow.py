@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, replace
 
 from bench import _env
+from bench.protocol import transfer_sizes
 
 BOW_CS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # inverse regularisation strengths searched on validation
 BOW_FEATURES = {"ngram_range": (1, 2), "sublinear_tf": True}  # TF-IDF of words and word pairs, log-scaled counts
@@ -51,8 +52,8 @@ def main(results_dir=None) -> list[dict]:
     from ft_kit.transfer import transfer_budget
     budget = transfer_budget()
     splits, out = load_splits(budget.data_seed), []
-    for s in _env("TRANSFER_SIZES", "32,128,512,2048,all").split(","):
-        n, name = None if s == "all" else int(s), f"{PREFIX}-n{s}"
+    for n in transfer_sizes(_env("TRANSFER_SIZES", "32,128,512,2048,all")):
+        name = f"{PREFIX}-n{'all' if n is None else n}"
         if (old := find_result(name, results_dir)) is not None: out.append(old); continue
         b = replace(budget, n_train=n)
         data = budget_data(b, splits)
@@ -61,7 +62,7 @@ def main(results_dir=None) -> list[dict]:
                     p.pop("metrics"), ("validation", data["validation"]), results_dir, method="bow", protocol=asdict(b),
                     n_labelled=len(data["train"]), **p)
         out.append(find_result(name, results_dir))
-        print(f"n={s}: C {out[-1]['config']['C']}, validation {out[-1]['metrics']['accuracy']:.3f}, "
+        print(f"{name}: C {out[-1]['config']['C']}, validation {out[-1]['metrics']['accuracy']:.3f}, "
               f"test {out[-1]['test']['accuracy']:.3f}{'' if p['valid'] else ' failed: ' + '; '.join(p['failed'])}", flush=True)
     return out
 

@@ -92,13 +92,23 @@ def run_protocol_part() -> float:
     return time.perf_counter() - t0
 
 
+def transfer_sizes(text: str, # e.g. "32,128,all", the value of TRANSFER_SIZES
+                  ) -> tuple: # the sizes, None for 'all'
+    "The transfer grid's sizes from TRANSFER_SIZES, or a message that says what the setting should look like."
+    try: sizes = tuple(None if s.strip() == "all" else int(s) for s in text.split(","))
+    except ValueError: sizes = (0,)
+    if any(n is not None and n < 1 for n in sizes):
+        raise SystemExit(f"TRANSFER_SIZES={text!r}: give comma-separated numbers of labelled examples (at least 1) or 'all', "
+                         "e.g. TRANSFER_SIZES=32,128,all")
+    return sizes
+
+
 def transfer_config():
     "The label-budget grid of lesson 05 with the environment's overrides (PROTOCOL_SCALE, TRANSFER_SIZES, TRANSFER_KINDS)."
     from dataclasses import replace
     from ft_kit.transfer import TransferConfig, transfer_budget
     scale = float(_env("PROTOCOL_SCALE", "1"))
-    sizes = tuple(None if s == "all" else int(s) for s in _env("TRANSFER_SIZES", "32,128,512,2048,all").split(","))
-    tc = TransferConfig(sizes=sizes, kinds=tuple(_env("TRANSFER_KINDS", "pretrained,random").split(",")))
+    tc = TransferConfig(sizes=transfer_sizes(_env("TRANSFER_SIZES", "32,128,512,2048,all")), kinds=tuple(_env("TRANSFER_KINDS", "pretrained,random").split(",")))
     if scale < 1:
         tc = replace(tc, sizes=(32, 128), prefix="transferscaled",
                      budget=transfer_budget(n_eval=max(32, round(1215 * scale)), min_steps=10))

@@ -24,8 +24,8 @@ from .results import load_results
 # %% auto #0
 __all__ = ['TRANSFER_GRIDS', 'TRANSFER_WARMUP', 'TRANSFER_STEPS', 'TRANSFER_CHECKS', 'CURVE_COLUMNS', 'GATE_WORDS', 'BOW_COLUMNS',
            'random_init', 'transfer_budget', 'TransferConfig', 'start_budget', 'start_factory', 'transfer_point',
-           'run_transfer', 'transfer_curves', 'schedule_lines', 'short_reason', 'transfer_summary', 'bow_table',
-           'bow_comparison']
+           'run_transfer', 'transfer_curves', 'schedule_lines', 'gate_words', 'short_reason', 'transfer_summary',
+           'bow_table', 'bow_comparison']
 
 # %% ../nbs/05_transfer.ipynb #d8b5d000
 def random_init(model: nn.Module, # a transformers classifier, e.g. from `load_encoder`
@@ -147,10 +147,15 @@ GATE_WORDS = {"predicts class": "collapsed to one class", "at or below the major
               "did not train": "weights that did not move"}  # a gate's reason -> the words a sentence uses
 
 
+def gate_words(reason: str) -> str:
+    "The gates a reason names, in the words a sentence uses: e.g. 'collapsed to one class, no better than the majority class'."
+    return ", ".join(w for k, w in GATE_WORDS.items() if k in reason)
+
+
 def short_reason(reason: str) -> str:
     "A failed point's reason in a few words: what failed (every rate, or some seeds) and which gates."
     what = reason.split(":")[0] if reason[:1].isdigit() else "every rate tried failed"
-    return f"{what}: " + ", ".join(w for k, w in GATE_WORDS.items() if k in reason)
+    return f"{what}: " + gate_words(reason)
 
 
 def transfer_summary(c: pd.DataFrame, # `transfer_curves`
@@ -225,8 +230,7 @@ def bow_comparison(c: pd.DataFrame, # `transfer_curves`
                   ) -> str: # sentences with every figure read from the two tables
     "Both starts beside a bag of words fitted to the same labels: its scores, and where each start sits against it."
     ok = bow.dropna(subset=["accuracy"]).set_index("n")["accuracy"]
-    words = lambda r: ", ".join(w for k, w in GATE_WORDS.items() if k in r)
-    note = "".join(f" With {n:,} labels no `C` passes the gates ({words(r)})." for n, r in zip(bow["n"], bow["reason"])
+    note = "".join(f" With {n:,} labels no `C` passes the gates ({gate_words(r)})." for n, r in zip(bow["n"], bow["reason"])
                    if n not in ok.index)
     if ok.empty: return "No bag-of-words point is a result yet: run `python -m bench.bow`." + note
     c = c.dropna(subset=["accuracy"])

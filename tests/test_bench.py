@@ -41,3 +41,12 @@ def test_setfit_run_trains_and_is_gated():
     frozen = train_once(SetFitRun(8, 0.0, 0, batch_size=8, num_iterations=1), train, evals)
     assert max(frozen["weight_change"].values()) < 1e-6
     assert any("weight" in f for f in failures(frozen["metrics"], frozen["weight_change"]))
+
+
+def test_transfer_sizes_parse_or_say_what_is_expected():
+    "TRANSFER_SIZES (bench.protocol and bench.bow): numbers and 'all'; anything else names the setting and an example."
+    from bench.protocol import transfer_sizes
+    assert transfer_sizes("32,128,all") == (32, 128, None) and transfer_sizes("all") == (None,)
+    for bad in ("32,abc", "0", "32,-5", ""):
+        with pytest.raises(SystemExit, match=r"TRANSFER_SIZES=.*comma-separated numbers .* e\.g\. TRANSFER_SIZES=32,128,all"):
+            transfer_sizes(bad)
